@@ -1,0 +1,1 @@
+"""Scheduler names, seeds and step windows: pure logic that the sampling adapters build on."""

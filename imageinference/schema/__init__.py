@@ -1,0 +1,1 @@
+"""The imageInference contract: request and response models, rules, errors, AIRs. Pure Python, no torch."""
