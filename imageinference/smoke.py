@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from .comfy_env import HOW_TO_GET_COMFYUI, comfyui_found, comfyui_path
 
@@ -29,7 +30,7 @@ def run_smoke(keep: bool = False) -> int:
     print("building / reusing tiny random-weight models (cached) ...", file=sys.stderr)
     models = ensure_tiny_models(["sd15"])
     base = Path(tempfile.mkdtemp(prefix="imageinference-smoke-"))
-    summary: dict[str, object] = {"comfyui": str(root), "baseDirectory": str(base)}
+    summary: dict[str, Any] = {"comfyui": str(root), "baseDirectory": str(base)}
     try:
         link_models(models, base / "models", ["sd15"])
         with ComfyServer(base) as server:
@@ -43,11 +44,11 @@ def run_smoke(keep: bool = False) -> int:
             if result.images:
                 from PIL import Image
 
-                summary["coreTxt2img"]["size"] = list(Image.open(io.BytesIO(result.images[0].data)).size)  # type: ignore[index]
+                summary["coreTxt2img"]["size"] = list(Image.open(io.BytesIO(result.images[0].data)).size)
     finally:
         if not keep:
             shutil.rmtree(base, ignore_errors=True)
     print(json.dumps(summary, indent=2))
-    ok = summary.get("coreTxt2img", {}).get("status") == "success" and all(  # type: ignore[union-attr]
-        summary.get("packNodesRegistered", {}).values())  # type: ignore[union-attr]
+    ok = summary.get("coreTxt2img", {}).get("status") == "success" and all(
+        summary.get("packNodesRegistered", {}).values())
     return 0 if ok else 1

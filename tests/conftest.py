@@ -1,0 +1,107 @@
+"""Three layers, one run: tests/unit (pure), tests/comfy (real ComfyUI in-process), tests/server (real server).
+
+ComfyUI is found through COMFYUI_PATH (default ~/ComfyUI). Without it, the two ComfyUI layers skip with one
+loud line and the unit layer still runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from imageinference.comfy_env import comfyui_found, comfyui_path
+
+COMFY_ROOT = comfyui_path()
+COMFY_FOUND = comfyui_found(COMFY_ROOT)
+SKIP_LINE = (f"ComfyUI NOT FOUND at {COMFY_ROOT} (set COMFYUI_PATH): the in-process and server ComfyUI "
+             "test layers are SKIPPED")
+_layer_counts = {"comfy": 0, "server": 0}
+
+
+def pytest_report_header(config):
+    if COMFY_FOUND:
+        return f"ComfyUI found at {COMFY_ROOT}: in-process and server layers will run"
+    return "!" * 20 + " " + SKIP_LINE + " " + "!" * 20
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).parent
+    skip = pytest.mark.skip(reason=SKIP_LINE)
+    for item in items:
+        rel = Path(str(item.fspath)).resolve().relative_to(here.resolve())
+        layer = rel.parts[0]
+        if layer in ("comfy", "server"):
+            item.add_marker(getattr(pytest.mark, layer))
+            if not COMFY_FOUND:
+                item.add_marker(skip)
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.passed:
+        for layer in _layer_counts:
+            if layer in report.keywords:
+                _layer_counts[layer] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if COMFY_FOUND:
+        terminalreporter.write_line(
+            f"ComfyUI layers ran: {_layer_counts['comfy']} in-process and {_layer_counts['server']} server tests passed "
+            f"against {COMFY_ROOT}")
+    else:
+        terminalreporter.write_line(SKIP_LINE, red=True, bold=True)
+
+
+# ---------------------------------------------------------------- shared fixtures
+
+
+@pytest.fixture(scope="session")
+def tiny_models_root() -> Path:
+    """Cached tiny random-weight models (built on first use, never committed)."""
+    from imageinference.testing.tiny_models import ensure_tiny_models
+
+    return ensure_tiny_models()
+
+
+@pytest.fixture(scope="session")
+def comfy(tiny_models_root, tmp_path_factory):
+    """A real ComfyUI imported in this process, its model folders pointed at the tiny models."""
+    from imageinference.comfy_runtime import use_inprocess_comfyui
+
+    use_inprocess_comfyui(COMFY_ROOT)
+    import folder_paths
+
+    from imageinference.testing.tiny_models import link_models
+
+    models = tmp_path_factory.mktemp("models")
+    link_models(tiny_models_root, models)
+    for folder in ("checkpoints", "loras", "controlnet", "diffusion_models", "vae", "upscale_models"):
+        folder_paths.add_model_folder_path(folder, str(models / folder), is_default=True)
+    folder_paths.set_output_directory(str(tmp_path_factory.mktemp("output")))
+    folder_paths.set_input_directory(str(tmp_path_factory.mktemp("input")))
+    folder_paths.set_temp_directory(str(tmp_path_factory.mktemp("temp")))
+    import nodes
+
+    return nodes
+
+
+@pytest.fixture(scope="session")
+def server(tiny_models_root, tmp_path_factory):
+    """One real ComfyUI server for the session, with this pack in custom_nodes and the tiny models."""
+    from imageinference.comfy_server import ComfyServer
+    from imageinference.testing.tiny_models import link_models
+
+    base = tmp_path_factory.mktemp("comfy-base")
+    srv = ComfyServer(base, comfy_root=COMFY_ROOT)
+    srv.prepare()
+    link_models(tiny_models_root, srv.models_dir)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+        if os.environ.get("IMAGEINFERENCE_KEEP_SERVER_LOG"):
+            shutil.copy(srv.log_path, os.environ["IMAGEINFERENCE_KEEP_SERVER_LOG"])
