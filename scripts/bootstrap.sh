@@ -25,7 +25,8 @@ want="$TORCH_PINS|$AUDIO_PIN|$ROOT|$(cat "$ROOT/pyproject.toml" | sha256sum)"
 if comfy_found; then want="$want|$(sha256sum < "$COMFY/requirements.txt")"; fi
 stamp="$VENV/.imageinference-stamp"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  quiet() { "$@" 2>&1 | grep -v -E "^WARNING: Location|^\s*$" || true; return "${PIPESTATUS[0]}"; }
+  # pip's output goes to a log; it is shown only when a step fails.
+  quiet() { "$@" >> "$VENV/setup.log" 2>&1 || { tail -40 "$VENV/setup.log" >&2; echo "[setup] failed: $*" >&2; return 1; }; }
   if comfy_found; then
     echo "[setup] installing torch and ComfyUI's requirements (first run: a few minutes)" >&2
     quiet "$PY" -m pip install -q $TORCH_PINS
