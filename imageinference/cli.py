@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from . import __version__
 
@@ -44,12 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="keep the temporary ComfyUI base directory")
     p.set_defaults(handler=_smoke)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    from .contract_cli import register as register_contract
+
+    register_contract(sub)
     return parser
-
-
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

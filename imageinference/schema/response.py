@@ -1,0 +1,59 @@
+"""The documented responses: one result object per image (§5.1), the async acknowledgement (§5.2), the envelope."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .errors import ApiError
+
+
+class ImageResult(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    taskType: Literal["imageInference"] = "imageInference"
+    taskUUID: str
+    imageUUID: str
+    seed: int
+    imageURL: str | None = None
+    imageBase64Data: str | None = None
+    imageDataURI: str | None = None
+    NSFWContent: bool | None = None
+    cost: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _exactly_one_image_field(self) -> ImageResult:
+        given = [f for f in ("imageURL", "imageBase64Data", "imageDataURI") if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a result carries exactly one of imageURL/imageBase64Data/imageDataURI, got {given}")
+        return self
+
+
+class AsyncAck(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    taskType: Literal["imageInference"] = "imageInference"
+    taskUUID: str
+
+
+class PendingItem(BaseModel):
+    """A `getResponse` item of a task still running."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    taskType: Literal["imageInference"] = "imageInference"
+    taskUUID: str
+    status: Literal["processing"] = "processing"
+    progress: int | None = Field(default=None, ge=0, le=100)
+
+
+IMAGE_FIELD = {"URL": "imageURL", "base64Data": "imageBase64Data", "dataURI": "imageDataURI"}
+
+
+def data_envelope(items: list[BaseModel]) -> dict[str, Any]:
+    return {"data": [item.model_dump(mode="json", exclude_none=True) for item in items]}
+
+
+def errors_envelope(errors: list[ApiError]) -> dict[str, Any]:
+    return {"errors": [e.to_json() for e in errors]}

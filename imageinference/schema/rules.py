@@ -1,0 +1,188 @@
+"""Rules that span fields: step windows, seed-image needs, outpaint, transparency, per-model ranges, features
+that a model's architecture does not offer. They read the canonical dict defensively (wrong types are
+reported by the field validation, not here), so every problem of a request is reported in one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .architectures import Profile
+from .errors import ApiError
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Issue:
+    code: str
+    message: str
+    path: Path
+    type: str = ""
+    allowed: tuple[Any, ...] | None = None
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _cap(name: str) -> str:
+    return name[0].upper() + name[1:]
+
+
+def _window(obj: dict[str, Any], base: Path, steps: int | None, start: str, end: str | None) -> Iterator[Issue]:
+    """startX / startXPercentage and endX / endXPercentage: exclusive pairs, start < end <= steps."""
+    pct_start, pct_end = f"{start}Percentage", f"{end}Percentage" if end else None
+    for a, b in ((start, pct_start), (end, pct_end)):
+        if a and b and obj.get(a) is not None and obj.get(b) is not None:
+            yield Issue(f"conflict{_cap(b)}", f"'{a}' and '{b}' are alternatives; give one of them", (*base, b))
+    s, e = _int(obj.get(start)), _int(obj.get(end)) if end else None
+    ps, pe = _int(obj.get(pct_start)), _int(obj.get(pct_end)) if pct_end else None
+    if s is not None and e is not None and s >= e:
+        yield Issue(f"invalid{_cap(end or start)}", f"'{end}' ({e}) must be greater than '{start}' ({s})",
+                    (*base, end or start), "integer")
+    if ps is not None and pe is not None and ps >= pe:
+        yield Issue(f"invalid{_cap(pct_end or pct_start)}",
+                    f"'{pct_end}' ({pe}) must be greater than '{pct_start}' ({ps})", (*base, pct_end or pct_start),
+                    "integer")
+    if steps is not None:
+        if e is not None and e > steps:
+            yield Issue(f"invalid{_cap(end or '')}", f"'{end}' ({e}) must be less than or equal to steps ({steps})",
+                        (*base, end or ""), "integer")
+        if s is not None and e is None and pe is None and s >= steps:
+            yield Issue(f"invalid{_cap(start)}", f"'{start}' ({s}) must be less than steps ({steps})",
+                        (*base, start), "integer")
+
+
+# Request fields (or accelerator switches) gated by architecture, as feature names of architectures.py.
+def _features_used(d: dict[str, Any]) -> Iterator[tuple[str, Path]]:
+    for key in ("promptWeighting", "lora", "controlNet", "ipAdapters", "hiresFix", "pulid", "trueCFGScale",
+                "ultralytics", "outpaint", "strength", "maskMargin", "clipSkip", "refiner", "photoMaker",
+                "embeddings", "vae", "acePlusPlus"):
+        if d.get(key) is not None:
+            yield key, (key,)
+    if d.get("layerDiffuse") is True:
+        yield "layerDiffuse", ("layerDiffuse",)
+    acc = d.get("acceleratorOptions")
+    if isinstance(acc, dict):
+        for switch in ("teaCache", "fbCache", "dbCache", "deepCache"):
+            if acc.get(switch) is True:
+                yield f"cache.{switch}", ("acceleratorOptions", switch)
+    inputs = d.get("inputs")
+    if isinstance(inputs, dict) and inputs.get("referenceImages") is not None:
+        yield "inputs.referenceImages", ("inputs", "referenceImages")
+
+
+def check(d: dict[str, Any], profile: Profile, model: str) -> tuple[list[Issue], list[ApiError]]:
+    """(errors, warnings) for a canonical request dict whose defaults are already filled in."""
+    issues: list[Issue] = []
+    warnings: list[ApiError] = []
+    steps = _int(d.get("steps"))
+    inputs = d.get("inputs") if isinstance(d.get("inputs"), dict) else {}
+    has_seed = inputs.get("seedImage") is not None
+
+    # Size
+    for dim in ("width", "height"):
+        v = _int(d.get(dim))
+        if d.get(dim) is None and d.get("resolution") is None and profile.size_default is None:
+            issues.append(Issue(f"missing{_cap(dim)}", f"'{dim}' is required for {model}", (dim,), "integer"))
+        if v is not None and v % 64:
+            issues.append(Issue(f"invalid{_cap(dim)}", f"'{dim}' must be a multiple of 64 (got {v})", (dim,), "integer"))
+    if d.get("resolution") is not None and (d.get("width") is not None or d.get("height") is not None):
+        issues.append(Issue("conflictResolution", "'resolution' cannot be combined with 'width'/'height'",
+                            ("resolution",)))
+
+    # Per-model ranges
+    lo, hi, _ = profile.steps
+    if steps is not None and not lo <= steps <= hi:
+        issues.append(Issue("invalidSteps", f"'steps' must be between {lo} and {hi} for {model}", ("steps",), "integer"))
+    cfg = _num(d.get("CFGScale"))
+    clo, chi, _ = profile.cfg
+    if cfg is not None and not clo <= cfg <= chi:
+        issues.append(Issue("invalidCFGScale", f"'CFGScale' must be between {clo:g} and {chi:g} for {model}",
+                            ("CFGScale",), "float"))
+    clip_skip = _int(d.get("clipSkip"))
+    if clip_skip is not None and clip_skip > profile.clip_skip_max:
+        issues.append(Issue("invalidClipSkip", f"'clipSkip' must be between 0 and {profile.clip_skip_max} for {model}",
+                            ("clipSkip",), "integer"))
+    pw = d.get("promptWeighting")
+    if isinstance(pw, str) and pw in ("compel", "sdEmbeds") and pw not in profile.prompt_weighting:
+        issues.append(Issue("invalidPromptWeighting", f"'{pw}' prompt weighting is not available for {model}",
+                            ("promptWeighting",), "string", profile.prompt_weighting))
+
+    # Step windows
+    for i, cn in enumerate(d.get("controlNet") or []):
+        if isinstance(cn, dict):
+            issues.extend(_window(cn, ("controlNet", i), steps, "startStep", "endStep"))
+    acc = d.get("acceleratorOptions")
+    if isinstance(acc, dict):
+        issues.extend(_window(acc, ("acceleratorOptions",), steps, "cacheStartStep", "cacheEndStep"))
+    pulid = d.get("pulid")
+    if isinstance(pulid, dict):
+        issues.extend(_window(pulid, ("pulid",), steps, "CFGstartStep", None))
+    refiner = d.get("refiner")
+    if isinstance(refiner, dict):
+        has_abs, has_pct = refiner.get("startStep") is not None, refiner.get("startStepPercentage") is not None
+        if has_abs == has_pct:
+            issues.append(Issue("conflictStartStep" if has_abs else "missingStartStep",
+                                "the refiner needs exactly one of 'startStep' and 'startStepPercentage'",
+                                ("refiner", "startStep")))
+        rs = _int(refiner.get("startStep"))
+        if rs is not None and steps is not None and rs > steps:
+            issues.append(Issue("invalidStartStep", f"'refiner.startStep' must be at most steps ({steps})",
+                                ("refiner", "startStep"), "integer"))
+
+    # What a seed image (and a mask) enable
+    if not has_seed:
+        for name, present, path in (("strength", d.get("strength") is not None, ("strength",)),
+                                    ("outpaint", d.get("outpaint") is not None, ("outpaint",)),
+                                    ("maskImage", inputs.get("maskImage") is not None, ("inputs", "maskImage"))):
+            if present:
+                issues.append(Issue("missingSeedImage", f"'{name}' needs a seed image ('inputs.seedImage')", path))
+    if d.get("maskMargin") is not None and inputs.get("maskImage") is None:
+        issues.append(Issue("missingMaskImage", "'maskMargin' needs a mask image ('inputs.maskImage')", ("maskMargin",)))
+
+    outpaint = d.get("outpaint")
+    if isinstance(outpaint, dict):
+        sides = {k: _int(outpaint.get(k)) for k in ("top", "right", "bottom", "left")}
+        if all(v in (0, None) for v in sides.values()):
+            issues.append(Issue("invalidOutpaint", "outpaint needs at least one of top/right/bottom/left above 0",
+                                ("outpaint",), "object"))
+        for k, v in sides.items():
+            if v is not None and v % 64:
+                issues.append(Issue(f"invalid{_cap(k)}", f"'outpaint.{k}' must be a multiple of 64 (got {v})",
+                                    ("outpaint", k), "integer"))
+
+    # Output
+    if d.get("layerDiffuse") is True and d.get("outputFormat") not in ("PNG", "WEBP"):
+        issues.append(Issue("invalidOutputFormat", "transparency (layerDiffuse) needs an output format with alpha",
+                            ("outputFormat",), "string", ("PNG", "WEBP")))
+    if d.get("ttl") is not None and d.get("outputType") != "URL":
+        issues.append(Issue("invalidTtl", "'ttl' only applies when outputType is 'URL'", ("ttl",), "integer"))
+    wm = d.get("watermark")
+    if isinstance(wm, dict) and (wm.get("text") is None) == (wm.get("image") is None):
+        issues.append(Issue("invalidWatermark", "a watermark has exactly one of 'text' and 'image'",
+                            ("watermark",), "object"))
+
+    # Architecture
+    features = profile.features
+    if features is not None:
+        for feature, path in _features_used(d):
+            if feature not in features:
+                field = ".".join(str(p) for p in path)
+                issues.append(Issue(f"unsupported{_cap(str(path[-1]))}",
+                                    f"'{field}' is not available for {model} (architecture {profile.architecture})",
+                                    path))
+
+    # Accepted but without effect
+    if d.get("negativePrompt") is not None and cfg is not None and cfg <= 1:
+        warnings.append(ApiError("ignoredNegativePrompt",
+                                 f"'negativePrompt' is ignored because CFGScale ({cfg:g}) is at most 1",
+                                 "negativePrompt", "string"))
+    return issues, warnings
