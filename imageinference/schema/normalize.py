@@ -10,7 +10,6 @@ Giving the same field in two shapes is a conflict, never a silent choice.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,8 +58,17 @@ def _move(n: Normalized, src_obj: dict[str, Any], src_key: str, dst_obj: dict[st
 _FORMATS = {"jpg": "JPG", "jpeg": "JPG", "png": "PNG", "webp": "WEBP"}
 
 
+def _drop_nulls(value: Any) -> Any:
+    """JSON null on a field means the field is not given (so defaults apply the same way on every pass)."""
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
 def normalize(raw: dict[str, Any]) -> Normalized:
-    data = copy.deepcopy(raw)
+    data = _drop_nulls(raw)
     n = Normalized(data)
 
     # inputs.* (2026 shape) from top-level images (legacy)

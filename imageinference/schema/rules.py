@@ -84,7 +84,8 @@ def check(d: dict[str, Any], profile: Profile, model: str) -> tuple[list[Issue],
     issues: list[Issue] = []
     warnings: list[ApiError] = []
     steps = _int(d.get("steps"))
-    inputs = d.get("inputs") if isinstance(d.get("inputs"), dict) else {}
+    raw_inputs = d.get("inputs")
+    inputs: dict[str, Any] = raw_inputs if isinstance(raw_inputs, dict) else {}
     has_seed = inputs.get("seedImage") is not None
 
     # Size
@@ -117,7 +118,8 @@ def check(d: dict[str, Any], profile: Profile, model: str) -> tuple[list[Issue],
                             ("promptWeighting",), "string", profile.prompt_weighting))
 
     # Step windows
-    for i, cn in enumerate(d.get("controlNet") or []):
+    control_nets = d.get("controlNet")
+    for i, cn in enumerate(control_nets if isinstance(control_nets, list) else []):
         if isinstance(cn, dict):
             issues.extend(_window(cn, ("controlNet", i), steps, "startStep", "endStep"))
     acc = d.get("acceleratorOptions")
@@ -140,9 +142,11 @@ def check(d: dict[str, Any], profile: Profile, model: str) -> tuple[list[Issue],
 
     # What a seed image (and a mask) enable
     if not has_seed:
-        for name, present, path in (("strength", d.get("strength") is not None, ("strength",)),
-                                    ("outpaint", d.get("outpaint") is not None, ("outpaint",)),
-                                    ("maskImage", inputs.get("maskImage") is not None, ("inputs", "maskImage"))):
+        seed_needs: tuple[tuple[str, bool, Path], ...] = (
+            ("strength", d.get("strength") is not None, ("strength",)),
+            ("outpaint", d.get("outpaint") is not None, ("outpaint",)),
+            ("maskImage", inputs.get("maskImage") is not None, ("inputs", "maskImage")))
+        for name, present, path in seed_needs:
             if present:
                 issues.append(Issue("missingSeedImage", f"'{name}' needs a seed image ('inputs.seedImage')", path))
     if d.get("maskMargin") is not None and inputs.get("maskImage") is None:
