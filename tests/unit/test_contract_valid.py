@@ -174,3 +174,16 @@ def contains(canonical, given):
         return isinstance(canonical, list) and len(canonical) == len(given) and all(
             contains(c, g) for c, g in zip(canonical, given, strict=True))
     return canonical == given
+
+
+def test_benchmark_request_uses_every_feature_and_is_valid():
+    sys_path = str(ROOT / "benchmarks")
+    import sys
+
+    sys.path.insert(0, sys_path)
+    try:
+        from validation_time import EVERY_FEATURE
+    finally:
+        sys.path.remove(sys_path)
+    canonical = validate_task(EVERY_FEATURE).to_json()
+    assert canonical["hiresFix"]["model"] == "runware:esrgan@ultrasharp" and canonical["pulid"]["CFGstartStep"] == 3
