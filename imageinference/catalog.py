@@ -18,6 +18,7 @@ from typing import Any
 
 from .schema.air import AIRError, canonical_air
 from .schema.architectures import ARCHITECTURES
+from .schema.errors import ContractError
 
 KINDS = ("checkpoint", "diffusionModel", "textEncoder", "vae", "lora", "controlNet", "ipAdapter", "upscaler",
          "detector", "embedding")
@@ -133,6 +134,20 @@ class Catalog:
             return self.entries.get(canonical_air(air))
         except AIRError:
             return None
+
+    def require(self, air: str, parameter: str = "model", kinds: tuple[str, ...] = ()) -> Entry:
+        """The entry for an AIR a request names, or the documented `unknownModel` error naming the parameter."""
+        entry = self.get(air)
+        if entry is None:
+            raise ContractError.single(
+                "unknownModel", f"{air} is not in the model catalog ({self.path}); add it with "
+                f"`python -m imageinference catalog add {air} --file <folder>/<file> --kind <kind>`", parameter,
+                "string")
+        if kinds and entry.kind not in kinds:
+            raise ContractError.single(
+                "invalidModelKind", f"{air} is a {entry.kind} in the catalog; '{parameter}' needs a {' or '.join(kinds)}",
+                parameter, "string", kinds)
+        return entry
 
     def architecture_of(self, air: str) -> str | None:
         entry = self.get(air)

@@ -14,6 +14,10 @@ HOW_TO_GET_COMFYUI = (
 )
 
 
+OFFLINE_ENV = {"YOLO_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1"}
+"""ComfyUI and the libraries it loads must never reach for a hub or a telemetry endpoint here."""
+
+
 def comfyui_path() -> Path:
     """The ComfyUI checkout named by COMFYUI_PATH, default ~/ComfyUI (it may not exist)."""
     return Path(os.environ.get("COMFYUI_PATH") or Path.home() / "ComfyUI").expanduser()

@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .comfy_env import add_comfyui_to_path
-
-OFFLINE_ENV = {"YOLO_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+from .comfy_env import OFFLINE_ENV, add_comfyui_to_path
 
 
 def use_inprocess_comfyui(path: Path | None = None) -> Path:

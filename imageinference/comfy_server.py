@@ -23,12 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .comfy_env import comfyui_path
+from .comfy_env import OFFLINE_ENV, comfyui_path
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
 """The repository root: the folder ComfyUI loads as a custom node (it holds the entry-point __init__.py)."""
-
-OFFLINE_ENV = {"YOLO_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1"}
 
 
 class ServerError(RuntimeError):

@@ -15,10 +15,11 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ValidationError
 
+from .air import AIRError, canonical_air
 from .architectures import Profile, profile_for
 from .errors import ApiError, ContractError
 from .images import UUID_ANY
-from .normalize import Normalized, Path, dotted, normalize
+from .normalize import Normalized, dotted, normalize
 from .request import ImageInferenceRequest
 from .rules import check
 
@@ -59,9 +60,8 @@ def _field_annotation(loc: tuple[Any, ...]) -> Any:
     current: Any = ImageInferenceRequest
     annotation: Any = None
     for part in loc:
-        candidates = _unwrap(current if annotation is not None else current)
         nxt = None
-        for cand in candidates:
+        for cand in _unwrap(current):
             if isinstance(part, int) and typing.get_origin(cand) is list:
                 nxt = typing.get_args(cand)[0]
             elif isinstance(cand, type) and issubclass(cand, BaseModel) and isinstance(part, str) \
@@ -165,13 +165,11 @@ def validate_task(raw: Any, catalog: ArchitectureSource | None = None) -> Valida
     model = n.data.get("model")
     profile = Profile()
     if isinstance(model, str):
-        from .air import AIRError, canonical_air
-
         try:
             air = canonical_air(model)
             profile = profile_for(air, catalog.architecture_of(air) if catalog else None)
         except AIRError:
-            air = model
+            pass  # reported by the field validation
     _fill_defaults(n.data, profile)
     request: ImageInferenceRequest | None = None
     try:
@@ -205,6 +203,3 @@ def validate_payload(payload: Any, catalog: ArchitectureSource | None = None) ->
         raise ContractError(errors)
     return results
 
-
-def path_of(parameter: str) -> Path:
-    return tuple(int(p) if p.isdigit() else p for p in parameter.split(".")) if parameter else ()

@@ -118,3 +118,18 @@ def test_response_models():
     with pytest.raises(ValidationError):
         ImageResult(taskUUID="t", imageUUID="i", seed=1, imageURL="u", imageDataURI="d")
     assert AsyncAck(taskUUID="t").model_dump() == {"taskType": "imageInference", "taskUUID": "t"}
+
+
+def test_require_names_the_parameter_and_the_way_out(tmp_path):
+    from imageinference.schema.errors import ContractError
+
+    cat = Catalog.load(tmp_path / "none.json")
+    assert cat.require("runware:504@1", "hiresFix.model", ("upscaler",)).kind == "upscaler"
+    with pytest.raises(ContractError) as info:
+        cat.require("civitai:77@88", "lora.0.model")
+    body = info.value.to_json()["errors"][0]
+    assert (body["code"], body["parameter"]) == ("unknownModel", "lora.0.model")
+    assert "catalog add civitai:77@88" in body["message"]
+    with pytest.raises(ContractError) as info:
+        cat.require("runware:504@1", "lora.0.model", ("lora",))
+    assert info.value.codes == ["invalidModelKind"]
