@@ -7,6 +7,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+FieldPath = tuple[str | int, ...]
+"""A location in a request: field names and list indexes, e.g. ("controlNet", 0, "endStep")."""
+
+
+def code_for(prefix: str, field_name: str) -> str:
+    """Documented camelCase error codes: ("invalid", "endStep") -> "invalidEndStep"."""
+    return prefix + field_name[:1].upper() + field_name[1:]
+
+
 DOCS_BASE = "https://runware.ai/docs/en/image-inference/api-reference"
 
 

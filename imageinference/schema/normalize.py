@@ -13,15 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ApiError
-
-Path = tuple[str | int, ...]
+from .errors import ApiError, code_for
+from .errors import FieldPath as Path
 
 
 @dataclass
 class Normalized:
     data: dict[str, Any]
     origins: dict[Path, Path] = field(default_factory=dict)  # canonical path -> path the user wrote
+    wrapped: set[Path] = field(default_factory=set)  # canonical lists made from one legacy string
     errors: list[ApiError] = field(default_factory=list)
 
     def original(self, path: Path) -> Path:
@@ -30,8 +30,8 @@ class Normalized:
             origin = self.origins.get(path[:cut])
             if origin is not None:
                 rest = path[cut:]
-                if origin[-1] == "guideImage" and rest and isinstance(rest[0], int):
-                    rest = rest[1:]  # the legacy field was one string, not a list
+                if path[:cut] in self.wrapped and rest and isinstance(rest[0], int):
+                    rest = rest[1:]  # the user wrote one string, not a list
                 return origin + rest
         return path
 
@@ -47,7 +47,7 @@ def _move(n: Normalized, src_obj: dict[str, Any], src_key: str, dst_obj: dict[st
     value = src_obj.pop(src_key)
     if dst_key in dst_obj:
         n.errors.append(ApiError(
-            f"conflict{dst_key[0].upper()}{dst_key[1:]}",
+            code_for("conflict", dst_key),
             f"'{dotted(src_path)}' and '{dotted(dst_path)}' are the same field in two shapes; give only one",
             dotted(src_path)))
         return
@@ -110,6 +110,7 @@ def normalize(raw: dict[str, Any]) -> Normalized:
                 else:
                     item["guideImages"] = [item.pop("guideImage")]
                     n.origins[("ipAdapters", i, "guideImages")] = ("ipAdapters", i, "guideImage")
+                    n.wrapped.add(("ipAdapters", i, "guideImages"))
 
     # Safety: deprecated NSFW switches
     for key in ("checkNsfw", "checkNSFW"):

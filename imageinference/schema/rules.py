@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .architectures import Profile
-from .errors import ApiError
-
-Path = tuple[str | int, ...]
+from .errors import ApiError, code_for
+from .errors import FieldPath as Path
 
 
 @dataclass(frozen=True)
@@ -32,31 +31,27 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def _cap(name: str) -> str:
-    return name[0].upper() + name[1:]
-
-
 def _window(obj: dict[str, Any], base: Path, steps: int | None, start: str, end: str | None) -> Iterator[Issue]:
     """startX / startXPercentage and endX / endXPercentage: exclusive pairs, start < end <= steps."""
     pct_start, pct_end = f"{start}Percentage", f"{end}Percentage" if end else None
     for a, b in ((start, pct_start), (end, pct_end)):
         if a and b and obj.get(a) is not None and obj.get(b) is not None:
-            yield Issue(f"conflict{_cap(b)}", f"'{a}' and '{b}' are alternatives; give one of them", (*base, b))
+            yield Issue(code_for("conflict", b), f"'{a}' and '{b}' are alternatives; give one of them", (*base, b))
     s, e = _int(obj.get(start)), _int(obj.get(end)) if end else None
     ps, pe = _int(obj.get(pct_start)), _int(obj.get(pct_end)) if pct_end else None
     if s is not None and e is not None and s >= e:
-        yield Issue(f"invalid{_cap(end or start)}", f"'{end}' ({e}) must be greater than '{start}' ({s})",
+        yield Issue(code_for("invalid", end or start), f"'{end}' ({e}) must be greater than '{start}' ({s})",
                     (*base, end or start), "integer")
     if ps is not None and pe is not None and ps >= pe:
-        yield Issue(f"invalid{_cap(pct_end or pct_start)}",
+        yield Issue(code_for("invalid", pct_end or pct_start),
                     f"'{pct_end}' ({pe}) must be greater than '{pct_start}' ({ps})", (*base, pct_end or pct_start),
                     "integer")
     if steps is not None:
         if e is not None and e > steps:
-            yield Issue(f"invalid{_cap(end or '')}", f"'{end}' ({e}) must be less than or equal to steps ({steps})",
+            yield Issue(code_for("invalid", end or ''), f"'{end}' ({e}) must be less than or equal to steps ({steps})",
                         (*base, end or ""), "integer")
         if s is not None and e is None and pe is None and s >= steps:
-            yield Issue(f"invalid{_cap(start)}", f"'{start}' ({s}) must be less than steps ({steps})",
+            yield Issue(code_for("invalid", start), f"'{start}' ({s}) must be less than steps ({steps})",
                         (*base, start), "integer")
 
 
@@ -92,9 +87,9 @@ def check(d: dict[str, Any], profile: Profile, model: str) -> tuple[list[Issue],
     for dim in ("width", "height"):
         v = _int(d.get(dim))
         if d.get(dim) is None and d.get("resolution") is None and profile.size_default is None:
-            issues.append(Issue(f"missing{_cap(dim)}", f"'{dim}' is required for {model}", (dim,), "integer"))
+            issues.append(Issue(code_for("missing", dim), f"'{dim}' is required for {model}", (dim,), "integer"))
         if v is not None and v % 64:
-            issues.append(Issue(f"invalid{_cap(dim)}", f"'{dim}' must be a multiple of 64 (got {v})", (dim,), "integer"))
+            issues.append(Issue(code_for("invalid", dim), f"'{dim}' must be a multiple of 64 (got {v})", (dim,), "integer"))
     if d.get("resolution") is not None and (d.get("width") is not None or d.get("height") is not None):
         issues.append(Issue("conflictResolution", "'resolution' cannot be combined with 'width'/'height'",
                             ("resolution",)))
@@ -160,7 +155,7 @@ def check(d: dict[str, Any], profile: Profile, model: str) -> tuple[list[Issue],
                                 ("outpaint",), "object"))
         for k, v in sides.items():
             if v is not None and v % 64:
-                issues.append(Issue(f"invalid{_cap(k)}", f"'outpaint.{k}' must be a multiple of 64 (got {v})",
+                issues.append(Issue(code_for("invalid", k), f"'outpaint.{k}' must be a multiple of 64 (got {v})",
                                     ("outpaint", k), "integer"))
 
     # Output
@@ -180,7 +175,7 @@ def check(d: dict[str, Any], profile: Profile, model: str) -> tuple[list[Issue],
         for feature, path in _features_used(d):
             if feature not in features:
                 field = ".".join(str(p) for p in path)
-                issues.append(Issue(f"unsupported{_cap(str(path[-1]))}",
+                issues.append(Issue(code_for("unsupported", str(path[-1])),
                                     f"'{field}' is not available for {model} (architecture {profile.architecture})",
                                     path))
 

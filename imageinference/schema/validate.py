@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from .air import AIRError, canonical_air
 from .architectures import Profile, profile_for
-from .errors import ApiError, ContractError
+from .errors import ApiError, ContractError, code_for
 from .images import UUID_ANY
 from .normalize import Normalized, dotted, normalize
 from .request import ImageInferenceRequest
@@ -36,10 +36,6 @@ class Validated:
 
     def to_json(self) -> dict[str, Any]:
         return self.request.to_json()
-
-
-def _cap(name: str) -> str:
-    return name[0].upper() + name[1:] if name else name
 
 
 _TYPE_NAMES = {int: "integer", float: "float", str: "string", bool: "boolean", list: "array", dict: "object"}
@@ -79,11 +75,9 @@ def _describe(annotation: Any) -> tuple[str, tuple[Any, ...] | None]:
         return "", None
     alts = _unwrap(annotation)
     literals = [v for alt in alts if typing.get_origin(alt) is Literal for v in typing.get_args(alt)]
-    if literals and len(literals) == sum(len(typing.get_args(a)) for a in alts if typing.get_origin(a) is Literal):
+    if literals and all(typing.get_origin(a) is Literal for a in alts):
         names = {_TYPE_NAMES.get(type(v), "") for v in literals}
-        kinds = [a for a in alts if typing.get_origin(a) is not Literal]
-        if not kinds:
-            return (names.pop() if len(names) == 1 else "string"), tuple(literals)
+        return (names.pop() if len(names) == 1 else "string"), tuple(literals)
     for alt in alts:
         base = typing.get_origin(alt) or alt
         if base in _TYPE_NAMES:
@@ -124,15 +118,15 @@ def _pydantic_errors(exc: ValidationError, n: Normalized) -> list[ApiError]:
             code, message = "unknownParameter", f"'{param}' is not a parameter of imageInference"
             type_name = ""
         elif kind == "missing":
-            code, message = f"missing{_cap(leaf)}", f"'{param}' is required"
+            code, message = code_for("missing", leaf), f"'{param}' is required"
         elif kind == "literal_error" and allowed is not None:
-            code = f"invalid{_cap(leaf)}"
+            code = code_for("invalid", leaf)
             message = f"Invalid value for {param}: must be one of the allowed values"
         elif kind == "value_error":
-            code = f"invalid{_cap(leaf)}"
+            code = code_for("invalid", leaf)
             message = f"Invalid value for {param}: {str(err.get('ctx', {}).get('error', err['msg']))}"
         else:
-            code = f"invalid{_cap(leaf)}"
+            code = code_for("invalid", leaf)
             message = f"Invalid value for {param}: {err['msg']}"
         if (code, param) in seen:
             continue

@@ -95,12 +95,10 @@ SD_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3
 
 def _vae_state_dict(z_channels: int, seed: int):
     import comfy.ldm.models.autoencoder as ae
-    import comfy.ops
 
     ddconfig = dict(SD_VAE, z_channels=z_channels)
     # Flux / SD3 VAEs carry no quant convs; ComfyUI infers that from the missing keys.
     vae = ae.AutoencoderKL(ddconfig=ddconfig, embed_dim=z_channels)
-    _ = comfy.ops  # ComfyUI's modules pick their ops at import; nothing to configure here
     _randomize(vae, seed)
     sd = vae.state_dict()
     if z_channels != 4:
