@@ -66,6 +66,34 @@ def tiny_models_root() -> Path:
     return ensure_tiny_models()
 
 
+TEST_CATALOG = {
+    "test:sd15@1": {"kind": "checkpoint", "architecture": "sd-1-5",
+                    "files": {"model": "checkpoints/tiny_sd15.safetensors"}},
+    "test:flux@1": {"kind": "diffusionModel", "architecture": "flux-1-dev",
+                    "files": {"model": "diffusion_models/tiny_flux.safetensors", "vae": "vae/tiny_vae16.safetensors"}},
+    "test:lora@1": {"kind": "lora", "architecture": "sd-1-5", "files": {"model": "loras/tiny_sd15_lora.safetensors"}},
+    "test:vae16@1": {"kind": "vae", "files": {"model": "vae/tiny_vae16.safetensors"}},
+    "test:missing@1": {"kind": "checkpoint", "architecture": "sd-1-5",
+                       "files": {"model": "checkpoints/not_there.safetensors"}},
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_catalog(tmp_path_factory):
+    """A user catalog naming the tiny models, for this process and the servers it starts."""
+    import json
+
+    path = tmp_path_factory.mktemp("catalog") / "catalog.json"
+    path.write_text(json.dumps({"version": 1, "models": TEST_CATALOG}))
+    old = os.environ.get("IMAGEINFERENCE_CATALOG")
+    os.environ["IMAGEINFERENCE_CATALOG"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("IMAGEINFERENCE_CATALOG", None)
+    else:
+        os.environ["IMAGEINFERENCE_CATALOG"] = old
+
+
 @pytest.fixture(scope="session")
 def comfy(tiny_models_root, tmp_path_factory):
     """A real ComfyUI imported in this process, its model folders pointed at the tiny models."""

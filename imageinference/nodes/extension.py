@@ -6,9 +6,14 @@ from comfy_api.latest import ComfyExtension, io
 
 
 def node_classes() -> list[type[io.ComfyNode]]:
+    from .image_inference import ImageInference
+    from .load_image import LoadImageString
+    from .lora_stack import LoraStack
+    from .model_loader import AIRModelLoader
+    from .output import ImageInferenceOutput
     from .scheduler import SchedulerNode
 
-    return [SchedulerNode]
+    return [AIRModelLoader, LoraStack, ImageInference, LoadImageString, ImageInferenceOutput, SchedulerNode]
 
 
 class ImageInferenceExtension(ComfyExtension):

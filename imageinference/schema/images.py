@@ -13,7 +13,7 @@ import urllib.parse
 
 UUID_V4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", re.IGNORECASE)
 UUID_ANY = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
-_DATA_URI = re.compile(r"^data:image/(png|jpeg|jpg|webp);base64,(.*)$", re.IGNORECASE | re.DOTALL)
+DATA_URI = re.compile(r"^data:image/(png|jpeg|jpg|webp);base64,(.*)$", re.IGNORECASE | re.DOTALL)
 _B64 = re.compile(r"^[A-Za-z0-9+/\r\n]+={0,2}$")
 IMAGE_FORMATS_MESSAGE = (
     "must be a UUID v4 string of an existing image, a data URI string, a base64 encoded image, or a publicly "
@@ -47,7 +47,7 @@ def image_string_kind(value: str) -> str | None:
     if UUID_V4.match(value):
         return "uuid"
     if value[:5].lower() == "data:":
-        m = _DATA_URI.match(value)
+        m = DATA_URI.match(value)
         return "dataURI" if m and _base64_head_format(m.group(2)) else None
     if value[:8].lower().startswith(("http://", "https://")):
         parsed = urllib.parse.urlparse(value)

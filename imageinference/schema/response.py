@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -51,7 +52,7 @@ class PendingItem(BaseModel):
 IMAGE_FIELD = {"URL": "imageURL", "base64Data": "imageBase64Data", "dataURI": "imageDataURI"}
 
 
-def data_envelope(items: list[BaseModel]) -> dict[str, Any]:
+def data_envelope(items: Sequence[BaseModel]) -> dict[str, Any]:
     return {"data": [item.model_dump(mode="json", exclude_none=True) for item in items]}
 
 

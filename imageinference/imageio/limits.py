@@ -1,0 +1,31 @@
+"""Limits for untrusted image inputs, overridable by environment variables (documented in the README)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 4096 * 4096
+    fetch_timeout_s: float = 15.0
+    max_redirects: int = 3
+    allow_private_urls: bool = False
+
+    @classmethod
+    def from_env(cls) -> Limits:
+        return cls(
+            max_bytes=_env_int("IMAGEINFERENCE_MAX_IMAGE_BYTES", cls.max_bytes),
+            max_pixels=_env_int("IMAGEINFERENCE_MAX_IMAGE_PIXELS", cls.max_pixels),
+            fetch_timeout_s=float(_env_int("IMAGEINFERENCE_FETCH_TIMEOUT", int(cls.fetch_timeout_s))),
+            allow_private_urls=os.environ.get("IMAGEINFERENCE_ALLOW_PRIVATE_URLS", "") in ("1", "true", "yes"),
+        )

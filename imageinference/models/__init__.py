@@ -1,0 +1,1 @@
+"""Model loading by AIR (adapters over ComfyUI's own loaders)."""

@@ -1,0 +1,81 @@
+"""Image Inference: sample with the request's semantics (txt2img, img2img `strength`, inpaint `maskMargin`)."""
+
+from __future__ import annotations
+
+import json
+
+from comfy_api.latest import io
+
+from ..samplers.passes import SamplingSettings, image_to_image, inpaint, text_to_image
+from ..samplers.schedulers import SCHEDULER_NAMES
+from ..samplers.seeds import SEED_MAX, result_seeds
+from ..schema.errors import ContractError
+from .common import CATEGORY, node_id
+
+
+class ImageInference(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("Sampler"),
+            display_name="Image Inference (imageInference)",
+            category=CATEGORY,
+            description=(
+                "Samples images with imageInference semantics. Text-to-image; image-to-image when a seed image is "
+                "connected (`strength` = denoise); inpainting when a mask is connected too (white = edit; only the "
+                "mask's box plus `maskMargin` is sampled when maskMargin > 0). `numberResults` images in one batch, "
+                "result i uses seed + i. With CFGScale <= 1 the negative prompt is ignored. Plain text-to-image is "
+                "ComfyUI's KSampler computation, bit for bit."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model (from the AIR Model Loader or any loader)."),
+                io.Vae.Input("vae", tooltip="The VAE that decodes the result (and encodes a seed image)."),
+                io.Conditioning.Input("positive", tooltip="Encoded `positivePrompt`."),
+                io.Conditioning.Input("negative", tooltip="Encoded `negativePrompt` (ignored when CFGScale <= 1)."),
+                io.Int.Input("width", default=1024, min=128, max=2048, step=64,
+                             tooltip="imageInference `width`: output width in pixels, a multiple of 64."),
+                io.Int.Input("height", default=1024, min=128, max=2048, step=64,
+                             tooltip="imageInference `height`: output height in pixels, a multiple of 64."),
+                io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
+                             tooltip="imageInference `seed`; result i of numberResults uses seed + i."),
+                io.Int.Input("steps", default=20, min=1, max=100, tooltip="imageInference `steps`."),
+                io.Combo.Input("scheduler", options=list(SCHEDULER_NAMES), default="Default",
+                               tooltip="imageInference `scheduler`: one of the 75 API names."),
+                io.Float.Input("CFGScale", default=7.0, min=0.0, max=50.0, step=0.01,
+                               tooltip="imageInference `CFGScale`: guidance; <= 1 disables it and the negative prompt."),
+                io.Int.Input("numberResults", default=1, min=1, max=20,
+                             tooltip="imageInference `numberResults`: images in one batch, each with its own seed."),
+                io.Float.Input("strength", default=0.8, min=0.0, max=1.0, step=0.01,
+                               tooltip="imageInference `strength`: how much of a seed image is re-generated "
+                                       "(used only with a seed image)."),
+                io.Int.Input("maskMargin", default=0, min=0, max=128,
+                             tooltip="imageInference `maskMargin` (32-128): context pixels around the mask; 0 = "
+                                     "sample the whole image with the mask."),
+                io.Image.Input("seedImage", optional=True, tooltip="imageInference `inputs.seedImage`."),
+                io.Mask.Input("maskImage", optional=True,
+                              tooltip="imageInference `inputs.maskImage` (white = edit); needs a seed image."),
+            ],
+            outputs=[io.Image.Output(display_name="IMAGE"), io.String.Output(display_name="seeds")],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, positive, negative, width: int, height: int, seed: int, steps: int,
+                scheduler: str, CFGScale: float, numberResults: int, strength: float, maskMargin: int,
+                seedImage=None, maskImage=None) -> io.NodeOutput:
+        if width % 64 or height % 64:
+            bad = "width" if width % 64 else "height"
+            raise ContractError.single(f"invalid{bad.capitalize()}", f"'{bad}' must be a multiple of 64", bad, "integer")
+        if maskImage is not None and seedImage is None:
+            raise ContractError.single("missingSeedImage", "'maskImage' needs a seed image", "inputs.maskImage")
+        if maskMargin and not 32 <= maskMargin <= 128:
+            raise ContractError.single("invalidMaskMargin", "'maskMargin' is 0 (off) or between 32 and 128",
+                                       "maskMargin", "integer")
+        settings = SamplingSettings(steps, CFGScale, scheduler, result_seeds(seed, numberResults))
+        if seedImage is None:
+            images = text_to_image(model, vae, positive, negative, width, height, settings)
+        elif maskImage is None:
+            images = image_to_image(model, vae, positive, negative, seedImage, width, height, strength, settings)
+        else:
+            images = inpaint(model, vae, positive, negative, seedImage, maskImage, width, height, strength,
+                             maskMargin or None, settings)
+        return io.NodeOutput(images, json.dumps(settings.seeds))

@@ -1,0 +1,60 @@
+"""AIR Model Loader: an AIR from the local catalog (or typed in) -> MODEL, CLIP, VAE."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..catalog import Catalog, CatalogError
+from ..models.loader import load_model
+from ..schema.air import AIRError, canonical_air
+from ..schema.errors import ContractError
+from .common import CATEGORY, node_id
+
+TYPED = "(typed in below)"
+
+
+def catalog_models() -> list[str]:
+    try:
+        cat = Catalog.load()
+    except CatalogError:
+        return []
+    return sorted(air for air, e in cat.entries.items() if e.kind in ("checkpoint", "diffusionModel"))
+
+
+class AIRModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("ModelLoader"),
+            display_name="AIR Model Loader (imageInference)",
+            category=CATEGORY,
+            description=(
+                "Loads the model an AIR names (imageInference `model`), through the local catalog "
+                "(python -m imageinference catalog list). All-in-one checkpoints give MODEL, CLIP and VAE; "
+                "component models (FLUX) load the diffusion model, text encoders and VAE the catalog lists."
+            ),
+            inputs=[
+                io.Combo.Input("model", options=[TYPED, *catalog_models()], default=TYPED,
+                               tooltip="imageInference `model`: an AIR from the local catalog."),
+                io.String.Input("air", default="", optional=True,
+                                tooltip="Type an AIR here (e.g. civitai:4384@128713) to use one not in the list; "
+                                        "it wins over the list when not empty."),
+                io.String.Input("vae", default="", optional=True,
+                                tooltip="imageInference `vae`: an optional VAE AIR that replaces the model's own."),
+            ],
+            outputs=[io.Model.Output(display_name="MODEL"), io.Clip.Output(display_name="CLIP"),
+                     io.Vae.Output(display_name="VAE")],
+        )
+
+    @classmethod
+    def execute(cls, model: str, air: str = "", vae: str = "") -> io.NodeOutput:
+        chosen = air.strip() or (model if model != TYPED else "")
+        if not chosen:
+            raise ContractError.single("missingModel", "choose a catalog AIR or type one in 'air'", "model", "string")
+        try:
+            chosen = canonical_air(chosen)
+            vae_air = canonical_air(vae.strip()) if vae.strip() else None
+        except AIRError as exc:
+            raise ContractError.single("invalidModel", str(exc), "model", "string") from exc
+        loaded = load_model(chosen, Catalog.load(), vae_air)
+        return io.NodeOutput(loaded.model, loaded.clip, loaded.vae)

@@ -1,0 +1,120 @@
+"""The sampling passes of a request: text-to-image, image-to-image (`strength`), inpainting (`maskImage`,
+`maskMargin`). Adapter over ComfyUI's own `comfy.sample.sample`, so the plain path is KSampler's computation.
+
+Rules (documented in the README):
+- `numberResults` N samples one batch; result i has its own noise drawn from seed_i (see seeds.py), so result i
+  equals a single run with seed_i for deterministic samplers.
+- CFGScale <= 1: the negative prompt is ignored, by sampling with the positive conditioning in its place.
+- A seed image (and mask) of another size is scaled to cover width x height and centre-cropped.
+- Inpainting changes only masked pixels: the decoded result is blended into the seed image with the mask, so
+  pixels where the mask is 0 are the seed image's exactly. With `maskMargin`, only the mask's bounding box plus
+  that margin is sampled, scaled to the request's working area, then scaled back and pasted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import comfy.sample
+import comfy.utils
+import latent_preview
+import torch
+
+from .schedulers import lookup
+from .sigmas import model_family
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    steps: int
+    cfg: float
+    scheduler: str  # imageInference scheduler name
+    seeds: list[int]
+
+
+def _noise(latent: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+    return torch.cat([comfy.sample.prepare_noise(latent[i:i + 1], seed) for i, seed in enumerate(seeds)])
+
+
+def sample(model: Any, positive: Any, negative: Any, latent: torch.Tensor, s: SamplingSettings,
+           denoise: float = 1.0, noise_mask: torch.Tensor | None = None) -> torch.Tensor:
+    sampler_name, schedule = lookup(s.scheduler).resolve(model_family(model))
+    latent = comfy.sample.fix_empty_latent_channels(model, latent)
+    if s.cfg <= 1.0:
+        negative = positive  # guidance off: uncond == cond, so the negative prompt cannot act
+    callback = latent_preview.prepare_callback(model, s.steps)
+    return comfy.sample.sample(model, _noise(latent, s.seeds), s.steps, s.cfg, sampler_name, schedule, positive,
+                               negative, latent, denoise=denoise, noise_mask=noise_mask, callback=callback,
+                               disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=s.seeds[0])
+
+
+def empty_latent(batch: int, width: int, height: int) -> torch.Tensor:
+    return torch.zeros([batch, 4, height // 8, width // 8])
+
+
+def fit(image: torch.Tensor, width: int, height: int, crop: str = "center") -> torch.Tensor:
+    """Scale a (B,H,W,C) image to width x height: cover and centre-crop, or stretch with crop="disabled"."""
+    if image.shape[1] == height and image.shape[2] == width:
+        return image
+    return comfy.utils.common_upscale(image.movedim(-1, 1), width, height, "bicubic", crop).movedim(1, -1).clamp(0, 1)
+
+
+def fit_mask(mask: torch.Tensor, width: int, height: int, crop: str = "center") -> torch.Tensor:
+    m = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1])
+    if m.shape[-2:] != (height, width):
+        m = comfy.utils.common_upscale(m, width, height, "bilinear", crop)
+    return m[:, 0].clamp(0, 1)
+
+
+def text_to_image(model: Any, vae: Any, positive: Any, negative: Any, width: int, height: int,
+                  s: SamplingSettings) -> torch.Tensor:
+    samples = sample(model, positive, negative, empty_latent(len(s.seeds), width, height), s)
+    return vae.decode(samples)
+
+
+def image_to_image(model: Any, vae: Any, positive: Any, negative: Any, seed_image: torch.Tensor, width: int,
+                   height: int, strength: float, s: SamplingSettings) -> torch.Tensor:
+    pixels = fit(seed_image[:1, :, :, :3], width, height)
+    latent = vae.encode(pixels).repeat(len(s.seeds), 1, 1, 1)
+    return vae.decode(sample(model, positive, negative, latent, s, denoise=strength))
+
+
+def mask_box(mask: torch.Tensor, margin: int) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) of the mask's non-zero area grown by margin and clamped; None for an empty mask."""
+    ys, xs = torch.nonzero(mask > 0, as_tuple=True)
+    if len(xs) == 0:
+        return None
+    h, w = mask.shape[-2:]
+    return (max(0, int(xs.min()) - margin), max(0, int(ys.min()) - margin),
+            min(w, int(xs.max()) + 1 + margin), min(h, int(ys.max()) + 1 + margin))
+
+
+def working_size(box_w: int, box_h: int, width: int, height: int) -> tuple[int, int]:
+    """The crop scaled to the request's area (width x height), aspect kept, multiples of 8."""
+    scale = math.sqrt(width * height / max(1, box_w * box_h))
+    return max(64, round(box_w * scale / 8) * 8), max(64, round(box_h * scale / 8) * 8)
+
+
+def inpaint(model: Any, vae: Any, positive: Any, negative: Any, seed_image: torch.Tensor, mask: torch.Tensor,
+            width: int, height: int, strength: float, mask_margin: int | None, s: SamplingSettings) -> torch.Tensor:
+    original = fit(seed_image[:1, :, :, :3], width, height)
+    m = fit_mask(mask[:1] if mask.ndim == 3 else mask, width, height)[0]
+    box = mask_box(m, mask_margin) if mask_margin is not None else (0, 0, width, height)
+    if box is None:  # nothing to edit
+        return original.repeat(len(s.seeds), 1, 1, 1)
+    x0, y0, x1, y1 = box
+    crop, crop_mask = original[:, y0:y1, x0:x1], m[y0:y1, x0:x1]
+    ww, wh = (x1 - x0, y1 - y0) if mask_margin is None else working_size(x1 - x0, y1 - y0, width, height)
+    # stretch, not crop: the way back must land on the same pixels
+    work = fit(crop, ww, wh, "disabled")
+    work_mask = fit_mask(crop_mask[None], ww, wh, "disabled")
+    latent = vae.encode(work).repeat(len(s.seeds), 1, 1, 1)
+    samples = sample(model, positive, negative, latent, s, denoise=strength,
+                     noise_mask=work_mask.reshape(1, 1, wh, ww))
+    generated = fit(vae.decode(samples)[..., :3], x1 - x0, y1 - y0, "disabled")
+    out = original.repeat(len(s.seeds), 1, 1, 1).clone()
+    blend = crop_mask[None, :, :, None]
+    out[:, y0:y1, x0:x1] = original[:, y0:y1, x0:x1] * (1 - blend) + generated * blend
+    return out

@@ -1,0 +1,164 @@
+"""Image strings in, image files out: strict decoding, safe fetching, the UUID store, metadata, delivery."""
+
+import base64
+import http.server
+import io
+import threading
+import uuid
+
+import pytest
+from PIL import Image
+
+from imageinference.imageio.decode import decode_image_string
+from imageinference.imageio.deliver import deliver
+from imageinference.imageio.encode import encode_image, read_metadata
+from imageinference.imageio.fetch import FetchError, fetch_bytes
+from imageinference.imageio.limits import Limits
+from imageinference.imageio.store import ImageStore
+from imageinference.samplers.seeds import SEED_MAX, result_seeds
+from imageinference.schema.errors import ContractError
+
+
+def png_bytes(w=16, h=8, color=(10, 200, 30)):
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+B64 = base64.b64encode(png_bytes()).decode()
+
+
+def test_decodes_base64_and_data_uri():
+    assert decode_image_string(B64, "inputs.seedImage").size == (16, 8)
+    assert decode_image_string(f"data:image/png;base64,{B64}", "inputs.seedImage").getpixel((0, 0)) == (10, 200, 30)
+
+
+@pytest.mark.parametrize(("value", "limits", "code"), [
+    ("not an image", Limits(), "invalidSeedImage"),
+    (base64.b64encode(b"GIF89a" + b"\0" * 40).decode(), Limits(), "invalidSeedImage"),
+    (B64, Limits(max_bytes=20), "invalidSeedImage"),
+    (B64, Limits(max_pixels=100), "invalidSeedImage"),
+    (base64.b64encode(png_bytes()[:40]).decode(), Limits(), "invalidSeedImage"),
+    (str(uuid.uuid4()), Limits(), "unknownImage"),
+])
+def test_bad_images_are_contract_errors(value, limits, code, tmp_path):
+    with pytest.raises(ContractError) as info:
+        decode_image_string(value, "inputs.seedImage", ImageStore(tmp_path), limits)
+    assert info.value.codes == [code]
+    assert info.value.parameters == ["inputs.seedImage"]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1/a.png", "http://localhost:9/a.png", "http://10.0.0.1/a.png",
+                                 "http://169.254.169.254/latest/meta-data", "http://[::1]/a.png",
+                                 "http://192.168.1.1/a.png", "http://0.0.0.0/a.png", "http://[::ffff:127.0.0.1]/a"])
+def test_private_addresses_are_refused_before_connecting(url):
+    with pytest.raises(FetchError, match="refusing"):
+        fetch_bytes(url, Limits())
+
+
+def test_non_http_schemes_are_refused():
+    for url in ("file:///etc/passwd", "ftp://example.com/a.png", "gopher://x/"):
+        with pytest.raises(FetchError):
+            fetch_bytes(url, Limits())
+
+
+@pytest.fixture
+def local_server():
+    body = png_bytes()
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            if self.path == "/redirect":
+                self.send_response(302)
+                self.send_header("Location", "/a.png")
+                self.end_headers()
+                return
+            if self.path == "/loop":
+                self.send_response(302)
+                self.send_header("Location", "/loop")
+                self.end_headers()
+                return
+            self.send_response(200 if self.path != "/missing" else 404)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            self.wfile.write(body * (100 if self.path == "/big" else 1))
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", body, hits
+    srv.shutdown()
+
+
+def test_fetch_from_loopback_only_when_allowed(local_server):
+    base, body, hits = local_server
+    with pytest.raises(FetchError):
+        fetch_bytes(f"{base}/a.png", Limits())
+    assert hits == []  # refused before any connection
+    allowed = Limits(allow_private_urls=True)
+    assert fetch_bytes(f"{base}/a.png", allowed) == body
+    assert fetch_bytes(f"{base}/redirect", allowed) == body
+    with pytest.raises(FetchError, match="redirects"):
+        fetch_bytes(f"{base}/loop", allowed)
+    with pytest.raises(FetchError, match="404"):
+        fetch_bytes(f"{base}/missing", allowed)
+    with pytest.raises(FetchError, match="limit"):
+        fetch_bytes(f"{base}/big", Limits(allow_private_urls=True, max_bytes=len(body) * 10))
+    img = decode_image_string(f"{base}/a.png", "controlNet.0.guideImage", None, allowed)
+    assert img.size == (16, 8)
+
+
+def test_store_finds_by_uuid_only_and_expires(tmp_path):
+    store = ImageStore(tmp_path)
+    image_uuid = str(uuid.uuid4())
+    path = store.save(image_uuid, "PNG", png_bytes(), ttl=60)
+    assert store.find(image_uuid) == path and store.find(image_uuid.upper()) == path
+    assert store.find("../" + image_uuid) is None and store.find("expiry") is None
+    assert decode_image_string(image_uuid, "inputs.seedImage", store).size == (16, 8)
+    import time
+
+    assert store.expire(now=time.time() + 61) == [path.name]
+    assert not path.exists() and store.find(image_uuid) is None
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPG", "WEBP"])
+def test_metadata_round_trip(fmt):
+    request = {"taskUUID": str(uuid.uuid4()), "positivePrompt": "a café (at dusk:1.2)", "seed": 2**40}
+    data = encode_image(Image.new("RGBA", (32, 32), (1, 2, 3, 128)), fmt, 80, request)
+    assert read_metadata(data) == request
+    assert Image.open(io.BytesIO(data)).format == {"JPG": "JPEG"}.get(fmt, fmt)
+
+
+@pytest.mark.parametrize("output_type", ["URL", "dataURI", "base64Data"])
+def test_deliver_builds_documented_results(output_type, tmp_path, monkeypatch):
+    monkeypatch.setenv("IMAGEINFERENCE_COST_PER_IMAGE", "0.002")
+    store = ImageStore(tmp_path)
+    task = str(uuid.uuid4())
+    imgs = [Image.new("RGB", (8, 8), (i * 40, 0, 0)) for i in range(3)]
+    results = deliver(imgs, [5, 6, 7], task, store, "http://127.0.0.1:8188", output_type, "PNG", 90, None, True,
+                      {"taskUUID": task})
+    assert [r.seed for r in results] == [5, 6, 7]
+    assert len({r.imageUUID for r in results}) == 3
+    for r in results:
+        body = r.model_dump(exclude_none=True)
+        assert body["cost"] == 0.002 and body["taskUUID"] == task
+        stored = store.find(r.imageUUID)
+        assert stored is not None and read_metadata(stored.read_bytes())["seed"] == r.seed
+        if output_type == "URL":
+            assert r.imageURL.startswith("http://127.0.0.1:8188/view?filename=") and "subfolder=imageinference" in r.imageURL
+        elif output_type == "dataURI":
+            assert r.imageDataURI.startswith("data:image/png;base64,")
+        else:
+            assert base64.b64decode(r.imageBase64Data) == stored.read_bytes()
+
+
+def test_result_seeds_rule():
+    assert result_seeds(10, 3) == [10, 11, 12]
+    assert result_seeds(SEED_MAX, 2) == [SEED_MAX, 0]
+    drawn = result_seeds(None, 2)
+    assert 0 <= drawn[0] < 2**32 and drawn[1] == drawn[0] + 1
