@@ -69,4 +69,5 @@ class ImageInferenceOutput(io.ComfyNode):
         text = json.dumps(data_envelope(results))
         saved = [ui.SavedResult(f"{r.imageUUID}.{EXTENSIONS[outputFormat]}", STORE_SUBFOLDER, io.FolderType.output)
                  for r in results]
-        return io.NodeOutput(text, ui=ui.SavedImages(saved))
+        # The frontend shows `images`; headless callers read the documented response from the history's `response`.
+        return io.NodeOutput(text, ui={"images": saved, "response": [text]})
