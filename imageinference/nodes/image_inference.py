@@ -22,7 +22,7 @@ class ImageInference(io.ComfyNode):
             category=CATEGORY,
             description=(
                 "Samples images with imageInference semantics. Text-to-image; image-to-image when a seed image is "
-                "connected (`strength` = denoise); inpainting when a mask is connected too (white = edit; only the "
+                "connected (`strength` = denoise); inpainting when a mask of the seed image's size is connected too (white = edit; only the "
                 "mask's box plus `maskMargin` is sampled when maskMargin > 0). `numberResults` images in one batch, "
                 "result i uses seed + i. With CFGScale <= 1 the negative prompt is ignored. Plain text-to-image is "
                 "ComfyUI's KSampler computation, bit for bit."
@@ -67,6 +67,11 @@ class ImageInference(io.ComfyNode):
             raise ContractError.single(f"invalid{bad.capitalize()}", f"'{bad}' must be a multiple of 64", bad, "integer")
         if maskImage is not None and seedImage is None:
             raise ContractError.single("missingSeedImage", "'maskImage' needs a seed image", "inputs.maskImage")
+        if maskImage is not None and tuple(maskImage.shape[-2:]) != tuple(seedImage.shape[1:3]):
+            mh, mw = maskImage.shape[-2:]
+            sh, sw = seedImage.shape[1:3]
+            raise ContractError.single("invalidMaskImage", f"the mask is {mw}x{mh} but the seed image is {sw}x{sh}; "
+                                       "they must have the same size", "inputs.maskImage", "string")
         if maskMargin and not 32 <= maskMargin <= 128:
             raise ContractError.single("invalidMaskMargin", "'maskMargin' is 0 (off) or between 32 and 128",
                                        "maskMargin", "integer")

@@ -5,7 +5,8 @@ Rules (documented in the README):
 - `numberResults` N samples one batch; result i has its own noise drawn from seed_i (see seeds.py), so result i
   equals a single run with seed_i for deterministic samplers.
 - CFGScale <= 1: the negative prompt is ignored, by sampling with the positive conditioning in its place.
-- A seed image (and mask) of another size is scaled to cover width x height and centre-cropped.
+- A seed image of another size is scaled to cover width x height and centre-cropped; its mask (same size as the
+  seed image, checked by the node) goes through the same scaling.
 - Inpainting changes only masked pixels: the decoded result is blended into the seed image with the mask, so
   pixels where the mask is 0 are the seed image's exactly. With `maskMargin`, only the mask's bounding box plus
   that margin is sampled, scaled to the request's working area, then scaled back and pasted.

@@ -96,17 +96,25 @@ def test_img2img_output_size_and_strength(nodes_mod, sd15):
 
 @pytest.mark.parametrize("margin", [0, 32])
 def test_inpaint_leaves_pixels_outside_the_mask_unchanged(nodes_mod, sd15, margin):
-    from imageinference.samplers.passes import fit
+    from imageinference.samplers.passes import fit, fit_mask
 
     img = seed_image()
-    mask = torch.zeros((1, 64, 64))
-    mask[:, 20:36, 24:40] = 1.0
+    mask = torch.zeros((1, 96, 80))  # the seed image's size
+    mask[:, 30:54, 28:52] = 1.0
     out, _ = run(nodes_mod, sd15, seedImage=img, maskImage=mask, strength=1.0, maskMargin=margin, numberResults=2)
     original = fit(img, W, H)
-    outside = mask[0] == 0
+    scaled = fit_mask(mask, W, H)[0]  # the mask in output space, as documented
+    outside = scaled == 0
+    assert outside.sum() > 2000
     assert torch.equal(out[:, outside], original[:, outside].expand(2, -1, -1))
-    inside = mask[0] == 1
+    inside = scaled == 1
     assert (out[:, inside] - original[:, inside]).abs().mean() > 0.01
+
+
+def test_mask_of_another_size_than_the_seed_image_is_refused(nodes_mod, sd15):
+    with pytest.raises(ContractError) as info:
+        run(nodes_mod, sd15, seedImage=seed_image(), maskImage=torch.ones((1, 64, 64)))
+    assert info.value.codes == ["invalidMaskImage"] and info.value.parameters == ["inputs.maskImage"]
 
 
 def test_lora_stack_weight_zero_is_identity_and_reports_keys(nodes_mod, sd15):

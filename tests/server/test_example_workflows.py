@@ -67,10 +67,14 @@ def test_bad_inputs_give_contract_errors_and_the_server_keeps_serving(label, cha
     assert server.run_prompt(example_prompt("txt2img", "test:sd15@1", size=128, steps=1)).ok
 
 
-def test_wrong_mask_size_is_scaled_not_fatal(server):
-    """A mask of another size than the seed image is scaled to the output size (documented rule)."""
-    prompt = example_prompt("inpaint", "test:sd15@1", size=128, steps=2)
+def test_wrong_mask_size_is_a_contract_error(server):
     from imageinference.examples import mask_image
 
+    prompt = example_prompt("inpaint", "test:sd15@1", size=128, steps=2)
     prompt["7"]["inputs"]["image"] = mask_image(size=32)
-    assert server.run_prompt(prompt).ok
+    result = server.run_prompt(prompt)
+    assert result.status == "error"
+    err = json.loads(result.errors[0]["exception_message"])["errors"][0]
+    assert (err["code"], err["parameter"]) == ("invalidMaskImage", "inputs.maskImage")
+    assert "32x32" in err["message"] and "64x64" in err["message"]
+    assert server.run_prompt(example_prompt("txt2img", "test:sd15@1", size=128, steps=1)).ok
