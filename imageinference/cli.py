@@ -26,6 +26,19 @@ def _smoke(args: argparse.Namespace) -> int:
     return run_smoke(keep=args.keep)
 
 
+def _parse_prompt(args: argparse.Namespace) -> int:
+    from .prompting.parse import parse_prompt
+    from .schema.errors import ContractError
+
+    try:
+        tree = parse_prompt(args.text, args.syntax)
+    except ContractError as exc:
+        print(json.dumps(exc.to_json(), indent=2, ensure_ascii=False))
+        return 1
+    print(json.dumps(dict(tree.to_json(), syntax=args.syntax), indent=2, ensure_ascii=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m imageinference",
@@ -46,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .contract_cli import register as register_contract
 
     register_contract(sub)
+    p = sub.add_parser("parse-prompt", help="show how a prompt is read: weighted fragments, blend/and, as JSON")
+    p.add_argument("--syntax", required=True, choices=["compel", "sdEmbeds"], help="the promptWeighting syntax")
+    p.add_argument("text", help="the prompt")
+    p.set_defaults(handler=_parse_prompt)
     return parser
 
 

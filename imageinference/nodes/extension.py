@@ -11,9 +11,11 @@ def node_classes() -> list[type[io.ComfyNode]]:
     from .lora_stack import LoraStack
     from .model_loader import AIRModelLoader
     from .output import ImageInferenceOutput
+    from .prompt import PromptNode
     from .scheduler import SchedulerNode
 
-    return [AIRModelLoader, LoraStack, ImageInference, LoadImageString, ImageInferenceOutput, SchedulerNode]
+    return [AIRModelLoader, LoraStack, PromptNode, ImageInference, LoadImageString, ImageInferenceOutput,
+            SchedulerNode]
 
 
 class ImageInferenceExtension(ComfyExtension):

@@ -1,0 +1,1 @@
+"""Prompt weighting: parsing (pure) and encoding with ComfyUI CLIP objects (adapter)."""

@@ -1,0 +1,103 @@
+"""Prompt encoding against real ComfyUI CLIP (tiny random-weight SD1.5 text encoder)."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def clip(comfy):
+    return comfy.CheckpointLoaderSimple().load_checkpoint("tiny_sd15.safetensors")[1]
+
+
+@pytest.fixture(scope="module")
+def core_encode(comfy, clip):
+    def enc(text, c=None):
+        return comfy.CLIPTextEncode().encode(c or clip, text)[0]
+    return enc
+
+
+def ours(clip, text, syntax, skip=None):
+    from imageinference.prompting.encode import encode_text
+
+    return encode_text(clip, text, syntax, "positivePrompt", skip)
+
+
+def cond(c):
+    return c[0][0]
+
+
+@pytest.mark.parametrize(("text", "syntax"), [("a cat sitting on a mat", "compel"), ("a cat sitting", "sdEmbeds"),
+                                              ("(a cat)1 sitting", "compel"), ("(a cat:1) sitting", "sdEmbeds"),
+                                              ("a cat sitting", "none")])
+def test_weight_one_everywhere_equals_the_plain_encoding(clip, core_encode, text, syntax):
+    plain = "a cat sitting on a mat" if "mat" in text else "a cat sitting"
+    got, want = ours(clip, text, syntax), core_encode(plain)
+    assert torch.equal(cond(got), cond(want))
+    assert torch.equal(got[0][1]["pooled_output"], want[0][1]["pooled_output"])
+
+
+@pytest.mark.parametrize(("text", "syntax", "weight"), [("a cat+ dog", "compel", 1.1), ("a (cat)0.5 dog", "compel", 0.5),
+                                                        ("a (cat:1.8) dog", "sdEmbeds", 1.8),
+                                                        ("a [cat] dog", "sdEmbeds", 1 / 1.1)])
+def test_a_weighted_fragment_changes_only_its_own_tokens_by_the_formula(clip, core_encode, text, syntax, weight):
+    plain = cond(core_encode("a cat dog"))
+    empty = cond(core_encode(""))
+    got = cond(ours(clip, text, syntax))
+    position = 2  # <start> a cat dog: "cat" is one CLIP token
+    expected = (plain[0, position] - empty[0, position]) * weight + empty[0, position]
+    assert torch.allclose(got[0, position], expected, atol=2e-2, rtol=1e-2)
+    assert not torch.allclose(got[0, position], plain[0, position], atol=1e-3)
+    others = [i for i in range(plain.shape[1]) if i != position]
+    assert torch.allclose(got[0, others], plain[0, others], atol=1e-3)
+
+
+def test_sd_embeds_equals_core_clip_text_encode_on_its_syntax(clip, core_encode):
+    for text in ("(small:2.5) dog, pixar style", "((a)) b", "(a b:0.7), c"):
+        assert torch.equal(cond(ours(clip, text, "sdEmbeds")), cond(core_encode(text)))
+
+
+def test_none_reads_brackets_literally(clip, core_encode):
+    literal = cond(ours(clip, "a (cat:1.5) dog", "none"))
+    assert not torch.equal(literal, cond(core_encode("a (cat:1.5) dog")))
+    assert torch.equal(literal, cond(core_encode("a \\(cat:1.5\\) dog")))
+
+
+def test_blend_one_zero_equals_the_first_prompt_and_weights_average(clip, core_encode):
+    first = core_encode("a red cube")
+    got = ours(clip, '("a red cube", "a blue sphere").blend(1, 0)', "compel")
+    assert torch.equal(cond(got), cond(first))
+    half = ours(clip, '("a red cube", "a blue sphere").blend(1, 3)', "compel")
+    expected = (cond(first) + 3 * cond(core_encode("a blue sphere"))) / 4
+    assert torch.allclose(cond(half), expected, atol=1e-6)
+
+
+def test_and_gives_one_weighted_entry_per_clause(clip, core_encode):
+    got = ours(clip, '("a red cube", "a blue sphere").and(1, 0.5)', "compel")
+    assert len(got) == 2
+    assert torch.equal(got[0][0], cond(core_encode("a red cube")))
+    assert (got[0][1]["strength"], got[1][1]["strength"]) == (1.0, 0.5)
+
+
+def test_long_prompts_are_chunked(clip):
+    words = " ".join(["lighthouse"] * 100)
+    got = cond(ours(clip, f"{words} (storm:1.3)", "sdEmbeds"))
+    assert got.shape[1] == 154  # two 77-token windows
+
+
+def test_blank_prompt_is_the_empty_prompt(clip, core_encode):
+    assert torch.equal(cond(ours(clip, "__BLANK__", "compel")), cond(core_encode("")))
+
+
+def test_clip_skip_matches_core_clip_set_last_layer(comfy, clip, core_encode):
+    skipped = comfy.CLIPSetLastLayer().set_last_layer(clip, -2)[0]
+    assert torch.equal(cond(ours(clip, "a cat", "none", 1)), cond(core_encode("a cat", skipped)))
+    assert not torch.equal(cond(ours(clip, "a cat", "none", 1)), cond(ours(clip, "a cat", "none")))
+    assert torch.equal(cond(ours(clip, "a cat", "none", 0)), cond(core_encode("a cat")))
+
+
+def test_prompt_node(clip, core_encode):
+    from imageinference.nodes.prompt import PromptNode
+
+    pos, neg = PromptNode.execute(clip, "a cat+", "blurry", "compel", -1).result
+    assert torch.equal(cond(neg), cond(core_encode("blurry")))
+    assert not torch.equal(cond(pos), cond(core_encode("a cat")))
