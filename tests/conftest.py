@@ -106,7 +106,7 @@ def comfy(tiny_models_root, tmp_path_factory):
 
     models = tmp_path_factory.mktemp("models")
     link_models(tiny_models_root, models)
-    for folder in ("checkpoints", "loras", "controlnet", "diffusion_models", "vae", "upscale_models"):
+    for folder in ("checkpoints", "loras", "controlnet", "diffusion_models", "vae", "upscale_models", "text_encoders"):
         folder_paths.add_model_folder_path(folder, str(models / folder), is_default=True)
     folder_paths.set_output_directory(str(tmp_path_factory.mktemp("output")))
     folder_paths.set_input_directory(str(tmp_path_factory.mktemp("input")))

@@ -243,6 +243,31 @@ def build_vae16(dest: Path, root: Path) -> None:
     _save(_vae_state_dict(16, 1801), dest, torch.float16)
 
 
+# ---------------------------------------------------------------- text encoders for FLUX / SD3
+
+TINY_T5_CONFIG = {"num_layers": 1, "num_heads": 2, "d_ff": 64}
+"""Pass as model_options={"t5xxl_model_config": TINY_T5_CONFIG} to comfy.sd.load_clip: d_model stays 4096
+(FLUX's context size), so only the vocabulary table is large (263 MiB in fp16)."""
+
+
+def build_clip_l(dest: Path, root: Path) -> None:
+    import torch
+
+    _save(_clip_l_state_dict(1502), dest, torch.float16)
+
+
+def build_t5_tiny(dest: Path, root: Path) -> None:
+    import comfy.ops
+    import comfy.text_encoders.t5 as t5
+    import torch
+
+    config = json.loads((comfyui_path() / "comfy" / "text_encoders" / "t5_config_xxl.json").read_text())
+    config.update(TINY_T5_CONFIG)
+    net = t5.T5(config, torch.float32, "cpu", comfy.ops.disable_weight_init)
+    _randomize(net, 1903)
+    _save(net.state_dict(), dest, torch.float16)
+
+
 # ---------------------------------------------------------------- upscalers and detector
 
 def build_compact_2x(dest: Path, root: Path) -> None:
@@ -285,9 +310,12 @@ TINY: dict[str, TinyModel] = {m.key: m for m in (
     TinyModel("upscale_2x", "upscale_models", "tiny_compact_2x.safetensors", build_compact_2x),
     TinyModel("upscale_4x", "upscale_models", "tiny_esrgan_4x.safetensors", build_esrgan_4x),
     TinyModel("yolo", "ultralytics/bbox", "tiny_yolov8n.pt", build_yolo),
+    TinyModel("clip_l", "text_encoders", "tiny_clip_l.safetensors", build_clip_l),
+    TinyModel("t5_tiny", "text_encoders", "tiny_t5xxl_1layer.safetensors", build_t5_tiny),
 )}
 # The LoRA is derived from the loaded checkpoint, so the checkpoint is built first.
-BUILD_ORDER = ("sd15", "sd15_lora", "sd15_controlnet", "upscale_2x", "upscale_4x", "vae16", "sd3", "flux", "yolo")
+BUILD_ORDER = ("sd15", "sd15_lora", "sd15_controlnet", "upscale_2x", "upscale_4x", "vae16", "sd3", "flux", "yolo",
+               "clip_l", "t5_tiny")
 
 
 def ensure_tiny_models(keys: tuple[str, ...] | list[str] | None = None, root: Path | None = None) -> Path:

@@ -101,3 +101,32 @@ def test_prompt_node(clip, core_encode):
     pos, neg = PromptNode.execute(clip, "a cat+", "blurry", "compel", -1).result
     assert torch.equal(cond(neg), cond(core_encode("blurry")))
     assert not torch.equal(cond(pos), cond(core_encode("a cat")))
+
+
+@pytest.fixture(scope="module")
+def flux_clip(comfy, tiny_models_root):
+    import comfy.sd
+
+    from imageinference.testing.tiny_models import TINY, TINY_T5_CONFIG
+
+    paths = [str(TINY[k].path(tiny_models_root)) for k in ("clip_l", "t5_tiny")]
+    return comfy.sd.load_clip(paths, clip_type=comfy.sd.CLIPType.FLUX,
+                              model_options={"t5xxl_model_config": TINY_T5_CONFIG})
+
+
+def test_flux_text_encoders_weight_their_own_t5_tokens(flux_clip):
+    from imageinference.prompting.encode import comfy_notation
+    from imageinference.prompting.parse import parse_sd_embeds
+
+    plain = ours(flux_clip, "a red fox in snow", "sdEmbeds")
+    assert torch.equal(cond(plain), cond(ours(flux_clip, "a red fox in snow", "compel")))
+    assert cond(plain).shape[-1] == 4096 and plain[0][1]["pooled_output"].shape[-1] == 768
+    weighted = ours(flux_clip, "a red (fox:1.6) in snow", "sdEmbeds")
+    empty = cond(ours(flux_clip, "", "none"))
+    tokens = flux_clip.tokenize(comfy_notation(parse_sd_embeds("a red (fox:1.6) in snow").parts[0]))["t5xxl"][0]
+    positions = [i for i, (_tok, w) in enumerate(tokens) if w != 1.0]
+    assert positions
+    z, zw = cond(plain)[0], cond(weighted)[0]
+    for i in range(z.shape[0]):
+        expected = (z[i] - empty[0, i]) * 1.6 + empty[0, i] if i in positions else z[i]
+        assert torch.allclose(zw[i], expected, atol=2e-2, rtol=1e-2), i
