@@ -58,7 +58,10 @@ def _depths(prompt: dict[str, Any]) -> dict[str, int]:
 
 def api_to_workflow(prompt: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
     """An API prompt as a frontend workflow, nodes laid out in columns by their distance from the sources."""
-    ids = {nid: i + 1 for i, nid in enumerate(sorted(prompt, key=lambda k: (int(k) if k.isdigit() else 10**9, k)))}
+    if all(k.isdigit() for k in prompt):
+        ids = {nid: int(nid) for nid in prompt}  # keep the prompt's own numbers, so the round trip is exact
+    else:
+        ids = {nid: i + 1 for i, nid in enumerate(sorted(prompt))}
     depth = _depths(prompt)
     rows: dict[int, int] = defaultdict(int)
     links: list[list[Any]] = []

@@ -73,6 +73,9 @@ TEST_CATALOG = {
                     "files": {"model": "diffusion_models/tiny_flux.safetensors", "vae": "vae/tiny_vae16.safetensors"}},
     "test:lora@1": {"kind": "lora", "architecture": "sd-1-5", "files": {"model": "loras/tiny_sd15_lora.safetensors"}},
     "test:vae16@1": {"kind": "vae", "files": {"model": "vae/tiny_vae16.safetensors"}},
+    "test:cn@1": {"kind": "controlNet", "architecture": "sd-1-5",
+                  "files": {"model": "controlnet/tiny_sd15_controlnet.safetensors"}},
+    "runware:504@1": {"kind": "upscaler", "files": {"model": "upscale_models/tiny_esrgan_4x.safetensors"}},
     "test:missing@1": {"kind": "checkpoint", "architecture": "sd-1-5",
                        "files": {"model": "checkpoints/not_there.safetensors"}},
 }

@@ -73,3 +73,26 @@ def apply_lora(model: Any, clip: Any, path: str, weight: float) -> tuple[Any, An
     finally:
         root.removeHandler(collector)
     return model, clip, collector.keys
+
+
+def load_upscaler(air: str, catalog: Catalog, parameter: str = "hiresFix.model") -> Any:
+    """A spandrel image upscaler the catalog names, loaded the way ComfyUI's UpscaleModelLoader does (safe load)."""
+    from spandrel import ImageModelDescriptor, ModelLoader
+
+    from ..schema.errors import ContractError
+
+    entry = catalog.require(air, parameter, ("upscaler",))
+    sd = comfy.utils.load_torch_file(resolve_file(entry, entry.files["model"], parameter), safe_load=True)
+    if "module.layers.0.residual_group.blocks.0.norm1.weight" in sd:
+        sd = comfy.utils.state_dict_prefix_replace(sd, {"module.": ""})
+    model = ModelLoader().load_from_state_dict(sd).eval()
+    if not isinstance(model, ImageModelDescriptor):
+        raise ContractError.single("invalidModel", f"{air} is not a single-image upscaler", parameter, "string")
+    return model
+
+
+def load_controlnet(air: str, catalog: Catalog, parameter: str) -> Any:
+    import comfy.controlnet
+
+    entry = catalog.require(air, parameter, ("controlNet",))
+    return comfy.controlnet.load_controlnet(resolve_file(entry, entry.files["model"], parameter))

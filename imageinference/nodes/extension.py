@@ -6,16 +6,19 @@ from comfy_api.latest import ComfyExtension, io
 
 
 def node_classes() -> list[type[io.ComfyNode]]:
+    from .controlnet import ControlNetApply
+    from .hires_fix import HiresFixNode
     from .image_inference import ImageInference
     from .load_image import LoadImageString
     from .lora_stack import LoraStack
     from .model_loader import AIRModelLoader
+    from .outpaint import OutpaintNode
     from .output import ImageInferenceOutput
     from .prompt import PromptNode
     from .scheduler import SchedulerNode
 
-    return [AIRModelLoader, LoraStack, PromptNode, ImageInference, LoadImageString, ImageInferenceOutput,
-            SchedulerNode]
+    return [AIRModelLoader, LoraStack, PromptNode, ControlNetApply, OutpaintNode, HiresFixNode, ImageInference,
+            LoadImageString, ImageInferenceOutput, SchedulerNode]
 
 
 class ImageInferenceExtension(ComfyExtension):

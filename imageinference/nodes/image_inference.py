@@ -6,11 +6,14 @@ import json
 
 from comfy_api.latest import io
 
-from ..samplers.passes import SamplingSettings, image_to_image, inpaint, text_to_image
+from ..samplers.outpaint import canvas_size
+from ..samplers.passes import SamplingSettings, hires_second_pass, image_to_image, inpaint, text_to_image
+from ..samplers.passes import outpaint as outpaint_pass
 from ..samplers.schedulers import SCHEDULER_NAMES
 from ..samplers.seeds import SEED_MAX, result_seeds
 from ..schema.errors import ContractError
 from .common import CATEGORY, node_id
+from .options import HiresFix, Outpaint
 
 
 class ImageInference(io.ComfyNode):
@@ -54,6 +57,10 @@ class ImageInference(io.ComfyNode):
                 io.Image.Input("seedImage", optional=True, tooltip="imageInference `inputs.seedImage`."),
                 io.Mask.Input("maskImage", optional=True,
                               tooltip="imageInference `inputs.maskImage` (white = edit); needs a seed image."),
+                Outpaint.Input("outpaint", optional=True,
+                               tooltip="imageInference `outpaint` (from the Outpaint node); needs a seed image."),
+                HiresFix.Input("hiresFix", optional=True,
+                               tooltip="imageInference `hiresFix` (from the Hires Fix node)."),
             ],
             outputs=[io.Image.Output(display_name="IMAGE"), io.String.Output(display_name="seeds")],
         )
@@ -61,7 +68,7 @@ class ImageInference(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, positive, negative, width: int, height: int, seed: int, steps: int,
                 scheduler: str, CFGScale: float, numberResults: int, strength: float, maskMargin: int,
-                seedImage=None, maskImage=None) -> io.NodeOutput:
+                seedImage=None, maskImage=None, outpaint=None, hiresFix=None) -> io.NodeOutput:
         if width % 64 or height % 64:
             bad = "width" if width % 64 else "height"
             raise ContractError.single(f"invalid{bad.capitalize()}", f"'{bad}' must be a multiple of 64", bad, "integer")
@@ -75,12 +82,27 @@ class ImageInference(io.ComfyNode):
         if maskMargin and not 32 <= maskMargin <= 128:
             raise ContractError.single("invalidMaskMargin", "'maskMargin' is 0 (off) or between 32 and 128",
                                        "maskMargin", "integer")
+        if outpaint is not None:
+            if seedImage is None or maskImage is not None:
+                raise ContractError.single("missingSeedImage" if seedImage is None else "conflictMaskImage",
+                                           "outpaint needs a seed image and no mask (it makes its own)", "outpaint")
+            sh, sw = seedImage.shape[1:3]
+            cw, ch = canvas_size(sw, sh, outpaint["top"], outpaint["right"], outpaint["bottom"], outpaint["left"])
+            if (cw, ch) != (width, height):
+                bad = "width" if cw != width else "height"
+                raise ContractError.single(
+                    f"invalid{bad.capitalize()}", f"outpaint: the seed image ({sw}x{sh}) plus the extensions makes "
+                    f"{cw}x{ch}, but width x height is {width}x{height}; they must be equal", bad, "integer")
         settings = SamplingSettings(steps, CFGScale, scheduler, result_seeds(seed, numberResults))
         if seedImage is None:
-            images = text_to_image(model, vae, positive, negative, width, height, settings)
+            images = text_to_image(model, vae, positive, negative, width, height, settings, hiresFix)
+        elif outpaint is not None:
+            images = outpaint_pass(model, vae, positive, negative, seedImage, outpaint, strength, settings)
         elif maskImage is None:
             images = image_to_image(model, vae, positive, negative, seedImage, width, height, strength, settings)
         else:
             images = inpaint(model, vae, positive, negative, seedImage, maskImage, width, height, strength,
                              maskMargin or None, settings)
+        if hiresFix is not None and seedImage is not None:  # img2img / inpaint / outpaint: refine the result
+            images = hires_second_pass(model, vae, positive, negative, images, width, height, hiresFix, settings)
         return io.NodeOutput(images, json.dumps(settings.seeds))

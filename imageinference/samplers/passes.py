@@ -18,13 +18,19 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import comfy.model_management
 import comfy.sample
+import comfy.samplers
 import comfy.utils
 import latent_preview
 import torch
 
+from .control import resolve_windows
+from .hires import DEFAULT_STRENGTH, HiresOptions, native_area, upscale_image, vae_decode, vae_encode
+from .outpaint import pad_canvas
 from .schedulers import lookup
 from .sigmas import model_family
+from .sizes import first_pass_size
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,11 @@ def sample(model: Any, positive: Any, negative: Any, latent: torch.Tensor, s: Sa
     latent = comfy.sample.fix_empty_latent_channels(model, latent)
     if s.cfg <= 1.0:
         negative = positive  # guidance off: uncond == cond, so the negative prompt cannot act
+    # the exact sigmas KSampler will run, for ControlNet step windows
+    sigmas = comfy.samplers.KSampler(model, s.steps, comfy.model_management.get_torch_device(), sampler_name,
+                                     schedule, denoise, model_options=model.model_options).sigmas
+    if len(sigmas) > 1:
+        resolve_windows(model, sigmas.tolist(), positive, negative)
     callback = latent_preview.prepare_callback(model, s.steps)
     return comfy.sample.sample(model, _noise(latent, s.seeds), s.steps, s.cfg, sampler_name, schedule, positive,
                                negative, latent, denoise=denoise, noise_mask=noise_mask, callback=callback,
@@ -70,9 +81,29 @@ def fit_mask(mask: torch.Tensor, width: int, height: int, crop: str = "center") 
 
 
 def text_to_image(model: Any, vae: Any, positive: Any, negative: Any, width: int, height: int,
-                  s: SamplingSettings) -> torch.Tensor:
-    samples = sample(model, positive, negative, empty_latent(len(s.seeds), width, height), s)
-    return vae.decode(samples)
+                  s: SamplingSettings, hires: HiresOptions | None = None) -> torch.Tensor:
+    if hires is None:
+        return vae_decode(vae, sample(model, positive, negative, empty_latent(len(s.seeds), width, height), s))
+    w1, h1 = first_pass_size(width, height, native_area(model))
+    first = vae_decode(vae, sample(model, positive, negative, empty_latent(len(s.seeds), w1, h1), s))
+    return hires_second_pass(model, vae, positive, negative, first, width, height, hires, s)
+
+
+def hires_second_pass(model: Any, vae: Any, positive: Any, negative: Any, first: torch.Tensor, width: int,
+                      height: int, hires: HiresOptions, s: SamplingSettings) -> torch.Tensor:
+    upscaled = fit(upscale_image(hires.upscaler, first[..., :3]), width, height)
+    steps = hires.steps or s.steps
+    strength = DEFAULT_STRENGTH if hires.strength is None else hires.strength
+    second = SamplingSettings(steps, s.cfg, s.scheduler, s.seeds)
+    return vae_decode(vae, sample(model, positive, negative, vae_encode(vae, upscaled), second, denoise=strength))
+
+
+def outpaint(model: Any, vae: Any, positive: Any, negative: Any, seed_image: torch.Tensor, sides: dict[str, int],
+             strength: float, s: SamplingSettings) -> torch.Tensor:
+    """Pad the seed image, then inpaint the new area (the canvas is width x height, checked by the node)."""
+    canvas, mask = pad_canvas(seed_image[..., :3], sides["top"], sides["right"], sides["bottom"], sides["left"],
+                              sides["blur"])
+    return inpaint(model, vae, positive, negative, canvas, mask, canvas.shape[2], canvas.shape[1], strength, None, s)
 
 
 def image_to_image(model: Any, vae: Any, positive: Any, negative: Any, seed_image: torch.Tensor, width: int,

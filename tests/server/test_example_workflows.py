@@ -31,7 +31,7 @@ def test_checked_in_files_match_the_graph_builder(name, object_info):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_example_graph_runs_and_answers_in_the_documented_format(name, server, object_info):
-    prompt = example_prompt(name, "test:sd15@1", size=128, steps=3)
+    prompt = example_prompt(name, "test:sd15@1", size=128, steps=3, controlnet_air="test:cn@1")
     # run it the way the frontend would: through the workflow format
     result = server.run_prompt(workflow_to_api(api_to_workflow(prompt, object_info), object_info))
     assert result.ok, result.errors

@@ -189,7 +189,7 @@ def test_benchmark_request_uses_every_feature_and_is_valid():
     assert canonical["hiresFix"]["model"] == "runware:esrgan@ultrasharp" and canonical["pulid"]["CFGstartStep"] == 3
 
 
-@pytest.mark.parametrize("name", ["txt2img", "img2img", "inpaint"])
+@pytest.mark.parametrize("name", ["txt2img", "img2img", "inpaint", "controlnet", "outpaint", "hiresfix"])
 def test_example_requests_are_valid_and_match_their_graphs(name):
     from imageinference.examples import example_prompt, example_request
 
