@@ -61,6 +61,7 @@ class Entry:
     architecture: str | None = None
     name: str | None = None
     source: str = "user"
+    options: dict[str, Any] = field(default_factory=dict)
 
     def paths(self) -> list[str]:
         out: list[str] = []
@@ -74,6 +75,8 @@ class Entry:
             out["architecture"] = self.architecture
         if self.name:
             out["name"] = self.name
+        if self.options:
+            out["options"] = self.options
         return out
 
 
@@ -100,7 +103,10 @@ def parse_entry(air: str, data: Any, source: str) -> Entry:
         else:
             clean[role] = check_model_path(value)
     name = data.get("name")
-    return Entry(air, kind, clean, arch, name if isinstance(name, str) else None, source)
+    options = data.get("options", {})
+    if not isinstance(options, dict):
+        raise CatalogError(f"{air}: 'options' must be an object")
+    return Entry(air, kind, clean, arch, name if isinstance(name, str) else None, source, options)
 
 
 @dataclass
@@ -167,7 +173,8 @@ class Catalog:
             json.dump(user, fh, indent=2)
             fh.write("\n")
         os.replace(tmp, self.path)
-        self.entries[entry.air] = Entry(entry.air, entry.kind, entry.files, entry.architecture, entry.name, "user")
+        self.entries[entry.air] = Entry(entry.air, entry.kind, entry.files, entry.architecture, entry.name, "user",
+                                        entry.options)
 
 
 def relative_to_models(file: str, models_dir: Path, kind: str) -> str:

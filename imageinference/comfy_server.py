@@ -62,87 +62,21 @@ class PromptResult:
         return self.status == "success"
 
 
-class ComfyServer:
-    """One ComfyUI process on a free loopback port, rooted in its own `--base-directory`."""
+class ComfyClient:
+    """HTTP access to a running ComfyUI (submit prompts, wait, fetch images)."""
 
-    def __init__(self, base_dir: Path, comfy_root: Path | None = None, port: int | None = None,
-                 link_pack: bool = True, extra_args: list[str] | None = None):
-        self.base_dir = Path(base_dir)
-        self.comfy_root = Path(comfy_root or comfyui_path())
-        self.port = port or free_port()
-        self.link_pack = link_pack
-        self.extra_args = extra_args or []
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = self.base_dir / "server.log"
+    def __init__(self, url: str):
+        self._url = url.rstrip("/")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def models_dir(self) -> Path:
-        return self.base_dir / "models"
-
-    # ------------------------------------------------------------------ lifecycle
-    def prepare(self) -> None:
-        for sub in ("models", "custom_nodes", "input", "output", "temp", "user"):
-            (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
-        if self.link_pack:
-            link = self.base_dir / "custom_nodes" / "imageinference-nodes"
-            if not link.exists():
-                link.symlink_to(PACK_ROOT, target_is_directory=True)
-
-    def start(self, timeout: float = 180.0) -> None:
-        self.prepare()
-        cmd = [sys.executable, str(self.comfy_root / "main.py"), "--cpu", "--listen", "127.0.0.1",
-               "--port", str(self.port), "--disable-auto-launch", "--disable-api-nodes",
-               "--base-directory", str(self.base_dir),
-               # ComfyUI's default database path is inside its own checkout, not the base directory.
-               "--database-url", f"sqlite:///{self.base_dir / 'user' / 'comfyui.db'}", *self.extra_args]
-        env = dict(os.environ, **OFFLINE_ENV)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.comfy_root, stdout=log, stderr=subprocess.STDOUT,
-                                         env=env, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ServerError(f"ComfyUI exited with {self.proc.returncode} during start-up:\n{self.log_tail()}")
-            try:
-                self.get_json("/system_stats", timeout=2)
-                return
-            except (OSError, ServerError):
-                time.sleep(0.25)
-        self.stop()
-        raise ServerError(f"ComfyUI did not answer within {timeout:.0f} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """Stop the whole process group, politely first; never leaves a server behind."""
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
-
-    def __enter__(self) -> ComfyServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self._url
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return True
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no server log)"
+        return "(remote server: no log here)"
 
     # ------------------------------------------------------------------ HTTP
     def _request(self, path: str, data: bytes | None = None, timeout: float = 30) -> tuple[int, bytes]:
@@ -234,6 +168,86 @@ class ComfyServer:
                                                            img.get("type", "output")), node_id))
         return result
 
+
+class ComfyServer(ComfyClient):
+    """One ComfyUI process on a free loopback port, rooted in its own `--base-directory`."""
+
+    def __init__(self, base_dir: Path, comfy_root: Path | None = None, port: int | None = None,
+                 link_pack: bool = True, extra_args: list[str] | None = None, env: dict[str, str] | None = None):
+        self.base_dir = Path(base_dir)
+        self.comfy_root = Path(comfy_root or comfyui_path())
+        self.port = port or free_port()
+        super().__init__(f"http://127.0.0.1:{self.port}")
+        self.link_pack = link_pack
+        self.extra_args = extra_args or []
+        self.env = env if env is not None else {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.base_dir / "server.log"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.base_dir / "models"
+
+    # ------------------------------------------------------------------ lifecycle
+    def prepare(self) -> None:
+        for sub in ("models", "custom_nodes", "input", "output", "temp", "user"):
+            (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
+        if self.link_pack:
+            link = self.base_dir / "custom_nodes" / "imageinference-nodes"
+            if not link.exists():
+                link.symlink_to(PACK_ROOT, target_is_directory=True)
+
+    def start(self, timeout: float = 180.0) -> None:
+        self.prepare()
+        cmd = [sys.executable, str(self.comfy_root / "main.py"), "--cpu", "--listen", "127.0.0.1",
+               "--port", str(self.port), "--disable-auto-launch", "--disable-api-nodes",
+               "--base-directory", str(self.base_dir),
+               # ComfyUI's default database path is inside its own checkout, not the base directory.
+               "--database-url", f"sqlite:///{self.base_dir / 'user' / 'comfyui.db'}", *self.extra_args]
+        env = dict(os.environ, **OFFLINE_ENV, **self.env)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=self.comfy_root, stdout=log, stderr=subprocess.STDOUT,
+                                         env=env, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(f"ComfyUI exited with {self.proc.returncode} during start-up:\n{self.log_tail()}")
+            try:
+                self.get_json("/system_stats", timeout=2)
+                return
+            except (OSError, ServerError):
+                time.sleep(0.25)
+        self.stop()
+        raise ServerError(f"ComfyUI did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """Stop the whole process group, politely first; never leaves a server behind."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+
+    def __enter__(self) -> ComfyServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no server log)"
 
 @contextmanager
 def running_server(base_dir: Path, **kwargs: Any) -> Iterator[ComfyServer]:

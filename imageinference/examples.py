@@ -1,7 +1,7 @@
-"""The example graphs shipped in workflows/ (text-to-image, image-to-image, inpainting) and their requests.
+"""The example requests shipped in workflows/requests/ (their graphs are compiled from them by workflows/build.py).
 
-One function builds each API prompt, so the files in workflows/ and the server tests run the same graph
-(the tests swap in a tiny model and a small size).
+The SD1.5 examples show each feature on a common community model; the FLUX ones take one feature each from the
+Juggernaut Pro Flux seed page. Tests build the same requests with a tiny model and a small size.
 """
 
 from __future__ import annotations
@@ -79,52 +79,47 @@ def example_request(name: str, air: str = EXAMPLE_AIR, size: int = 512, steps: i
     return req
 
 
-def example_prompt(name: str, air: str = EXAMPLE_AIR, size: int = 512, steps: int = 20,
-                   controlnet_air: str = EXAMPLE_CONTROLNET) -> dict[str, Any]:
-    """The API prompt of an example graph built from this pack's nodes and core CLIPTextEncode."""
-    r = example_request(name, air, size, steps, controlnet_air)
-    prompt: dict[str, Any] = {
-        "1": {"class_type": "ImageInferenceModelLoader", "inputs": {"model": "(typed in below)", "air": air, "vae": ""}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": r["positivePrompt"], "clip": ["1", 1]}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": r["negativePrompt"], "clip": ["1", 1]}},
-        "4": {"class_type": "ImageInferenceSampler", "inputs": {
-            "model": ["1", 0], "vae": ["1", 2], "positive": ["2", 0], "negative": ["3", 0], "width": r["width"],
-            "height": r["height"], "seed": r["seed"], "steps": r["steps"], "scheduler": r["scheduler"],
-            "CFGScale": r["CFGScale"], "numberResults": r["numberResults"], "strength": r.get("strength", 0.8),
-            "maskMargin": r.get("maskMargin", 0)}},
-        "5": {"class_type": "ImageInferenceOutput", "inputs": {
-            "images": ["4", 0], "outputFormat": r["outputFormat"], "outputQuality": 95, "outputType": r["outputType"],
-            "ttl": 0, "includeCost": False, "seeds": ["4", 1], "taskUUID": r["taskUUID"]}},
-    }
-    if "inputs" in r:
-        prompt["6"] = {"class_type": "ImageInferenceLoadImage",
-                       "inputs": {"image": r["inputs"]["seedImage"], "role": "seedImage"}}
-        prompt["4"]["inputs"]["seedImage"] = ["6", 0]
-        if "maskImage" in r["inputs"]:
-            prompt["7"] = {"class_type": "ImageInferenceLoadImage",
-                           "inputs": {"image": r["inputs"]["maskImage"], "role": "maskImage"}}
-            prompt["4"]["inputs"]["maskImage"] = ["7", 1]
-    if "controlNet" in r:
-        c = r["controlNet"][0]
-        prompt["8"] = {"class_type": "ImageInferenceLoadImage", "inputs": {"image": c["guideImage"], "role": "guideImage"}}
-        prompt["9"] = {"class_type": "ImageInferenceControlNet", "inputs": {
-            "positive": ["2", 0], "negative": ["3", 0], "guideImage": ["8", 0], "model": "(typed in below)",
-            "air": c["model"], "weight": c["weight"], "startStep": c["startStep"], "endStep": c["endStep"],
-            "startStepPercentage": -1, "endStepPercentage": -1, "controlMode": c["controlMode"]}}
-        prompt["4"]["inputs"]["positive"] = ["9", 0]
-        prompt["4"]["inputs"]["negative"] = ["9", 1]
-    if "outpaint" in r:
-        prompt["10"] = {"class_type": "ImageInferenceOutpaint", "inputs": dict(r["outpaint"])}
-        prompt["4"]["inputs"]["outpaint"] = ["10", 0]
-    if "hiresFix" in r:
-        h = r["hiresFix"]
-        prompt["11"] = {"class_type": "ImageInferenceHiresFix", "inputs": {
-            "model": h["model"], "steps": h["steps"], "strength": h["strength"], "upscaleFactor": "4"}}
-        prompt["4"]["inputs"]["hiresFix"] = ["11", 0]
-    return prompt
-
-
 NAMES = tuple(TASK_UUIDS)
+FLUX_AIR = "rundiffusion:130@100"
+FLUX_CONTROLNET = "runware:25@1"  # FLUX.1 dev canny
+
+
+def flux_request(feature: str, size: int = 1024, steps: int = 28, air: str = FLUX_AIR,
+                 controlnet_air: str = FLUX_CONTROLNET) -> dict[str, Any]:
+    """One request per FLUX seed-page feature that has a local engine."""
+    uuids = {"lora": "4f5a6b7c-8d9e-4f0a-9b1c-2d3e4f5a6b7c", "controlnet": "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d",
+             "img2img": "6b7c8d9e-0f1a-4b2c-9d3e-4f5a6b7c8d9e", "inpaint": "7c8d9e0f-1a2b-4c3d-8e4f-5a6b7c8d9e0f",
+             "outpaint": "8d9e0f1a-2b3c-4d4e-9f5a-6b7c8d9e0f1a", "hiresfix": "9e0f1a2b-3c4d-4e5f-8a6b-7c8d9e0f1a2b",
+             "prompt-weighting": "0f1a2b3c-4d5e-4f6a-9b7c-8d9e0f1a2b3c"}
+    req: dict[str, Any] = {
+        "taskType": "imageInference", "taskUUID": uuids[feature], "model": air,
+        "positivePrompt": "a lighthouse on a rocky coast at dusk, warm light, detailed", "width": size,
+        "height": size, "seed": 7, "steps": steps, "CFGScale": 3.5, "scheduler": "FlowMatchEulerDiscreteScheduler",
+        "outputFormat": "PNG"}
+    if feature == "lora":
+        req["lora"] = [{"model": "civitai:132942@146296", "weight": 0.8}]
+    if feature == "controlnet":
+        req["controlNet"] = [{"model": controlnet_air, "guideImage": edge_map(), "weight": 0.7,
+                              "startStepPercentage": 0, "endStepPercentage": 50, "controlMode": "controlnet"}]
+    if feature in ("img2img", "inpaint"):
+        req["inputs"] = {"seedImage": seed_image()}
+        req["strength"] = 0.85
+    if feature == "inpaint":
+        req["inputs"]["maskImage"] = mask_image()
+        req["maskMargin"] = 64
+    if feature == "outpaint":
+        req["inputs"] = {"seedImage": seed_image(size - OUTPAINT_SIDE)}
+        req["strength"] = 1.0
+        req["outpaint"] = {"top": OUTPAINT_SIDE, "right": 0, "bottom": 0, "left": 0, "blur": 16}
+    if feature == "hiresfix":
+        req["hiresFix"] = {"model": "runware:esrgan@ultrasharp", "steps": 15, "strength": 0.6}
+    if feature == "prompt-weighting":
+        req["promptWeighting"] = "sdEmbeds"
+        req["positivePrompt"] = "a (lighthouse:1.3) on a rocky coast at dusk, [fog], warm light"
+    return req
+
+
+FLUX_FEATURES = ("lora", "controlnet", "img2img", "inpaint", "outpaint", "hiresfix", "prompt-weighting")
 
 
 def dumps(value: Any) -> str:

@@ -1,32 +1,36 @@
-"""Regenerate the example graphs in workflows/ from imageinference.examples (needs ComfyUI for /object_info).
+"""Regenerate workflows/ with the compiler (needs ComfyUI importable for the frontend format's widget order).
 
     ~/.cache/imageinference-nodes/venv/bin/python workflows/build.py
 
-Writes, for each example: <name>.json (frontend workflow: drop it on the canvas), <name>.api.json (API prompt)
-and requests/<name>.json (the matching imageInference request).
+For each request in requests/ (the SD3 seed page's four examples, the SD1.5 feature examples and one FLUX
+request per seed-page feature that has an engine here): <name>.api.json (API prompt) and <name>.json (frontend
+workflow: drop it on the canvas).
 """
 
 from __future__ import annotations
 
-import tempfile
+import json
 from pathlib import Path
 
-from imageinference.comfy_server import ComfyServer
-from imageinference.examples import NAMES, dumps, example_prompt, example_request
+from imageinference.compiler import compile_request
+from imageinference.examples import FLUX_FEATURES, NAMES, dumps, example_request, flux_request
 from imageinference.graph_format import api_to_workflow
+from imageinference.object_info import local_object_info
 
 HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as base, ComfyServer(Path(base)) as server:
-        info = server.object_info()
     for name in NAMES:
-        prompt = example_prompt(name)
-        (HERE / f"{name}.api.json").write_text(dumps(prompt))
-        (HERE / f"{name}.json").write_text(dumps(api_to_workflow(prompt, info)))
         (HERE / "requests" / f"{name}.json").write_text(dumps(example_request(name)))
-        print(f"wrote workflows/{name}.json, {name}.api.json, requests/{name}.json")
+    for feature in FLUX_FEATURES:
+        (HERE / "requests" / f"flux-{feature}.json").write_text(dumps(flux_request(feature)))
+    info = local_object_info()
+    for path in sorted((HERE / "requests").glob("*.json")):
+        _canonical, prompt = compile_request(json.loads(path.read_text()))
+        (HERE / f"{path.stem}.api.json").write_text(dumps(prompt))
+        (HERE / f"{path.stem}.json").write_text(dumps(api_to_workflow(prompt, info)))
+        print(f"workflows/{path.stem}.json and .api.json from requests/{path.name}")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ def load_model(air: str, catalog: Catalog, vae_air: str | None = None, parameter
         if encoders:
             clip_type = next((t for prefix, t in CLIP_TYPES.items() if (arch or "").startswith(prefix)),
                              comfy.sd.CLIPType.STABLE_DIFFUSION)
-            clip = comfy.sd.load_clip(encoders, clip_type=clip_type)
+            clip = comfy.sd.load_clip(encoders, clip_type=clip_type,
+                                      model_options=entry.options.get("textEncoderOptions", {}))
         vae = None
         if "vae" in entry.files:
             vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(resolve_file(entry, entry.files["vae"], parameter)))

@@ -7,6 +7,7 @@ from comfy_api.latest import ComfyExtension, io
 
 def node_classes() -> list[type[io.ComfyNode]]:
     from .controlnet import ControlNetApply
+    from .export import ExportRequest
     from .hires_fix import HiresFixNode
     from .image_inference import ImageInference
     from .load_image import LoadImageString
@@ -18,7 +19,7 @@ def node_classes() -> list[type[io.ComfyNode]]:
     from .scheduler import SchedulerNode
 
     return [AIRModelLoader, LoraStack, PromptNode, ControlNetApply, OutpaintNode, HiresFixNode, ImageInference,
-            LoadImageString, ImageInferenceOutput, SchedulerNode]
+            LoadImageString, ImageInferenceOutput, ExportRequest, SchedulerNode]
 
 
 class ImageInferenceExtension(ComfyExtension):

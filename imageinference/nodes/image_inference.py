@@ -39,8 +39,9 @@ class ImageInference(io.ComfyNode):
                              tooltip="imageInference `width`: output width in pixels, a multiple of 64."),
                 io.Int.Input("height", default=1024, min=128, max=2048, step=64,
                              tooltip="imageInference `height`: output height in pixels, a multiple of 64."),
-                io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
-                             tooltip="imageInference `seed`; result i of numberResults uses seed + i."),
+                io.Int.Input("seed", default=0, min=-1, max=SEED_MAX, control_after_generate=True,
+                             tooltip="imageInference `seed`; result i of numberResults uses seed + i; -1 = not set "
+                                     "(a seed is drawn and returned)."),
                 io.Int.Input("steps", default=20, min=1, max=100, tooltip="imageInference `steps`."),
                 io.Combo.Input("scheduler", options=list(SCHEDULER_NAMES), default="Default",
                                tooltip="imageInference `scheduler`: one of the 75 API names."),
@@ -93,7 +94,7 @@ class ImageInference(io.ComfyNode):
                 raise ContractError.single(
                     f"invalid{bad.capitalize()}", f"outpaint: the seed image ({sw}x{sh}) plus the extensions makes "
                     f"{cw}x{ch}, but width x height is {width}x{height}; they must be equal", bad, "integer")
-        settings = SamplingSettings(steps, CFGScale, scheduler, result_seeds(seed, numberResults))
+        settings = SamplingSettings(steps, CFGScale, scheduler, result_seeds(None if seed < 0 else seed, numberResults))
         if seedImage is None:
             images = text_to_image(model, vae, positive, negative, width, height, settings, hiresFix)
         elif outpaint is not None:

@@ -45,8 +45,9 @@ class ImageInferenceOutput(io.ComfyNode):
                                 tooltip="Seeds of the images (the sampler's `seeds` output)."),
                 io.String.Input("taskUUID", default="", optional=True,
                                 tooltip="imageInference `taskUUID`; a new UUID v4 when empty."),
-                io.String.Input("request", default="", optional=True, force_input=True,
-                                tooltip="The canonical request JSON, embedded in each file's metadata."),
+                io.String.Input("request", default="", optional=True, multiline=True,
+                                tooltip="The canonical request JSON, embedded in each file's metadata (the compiler "
+                                        "and the Export node fill it)."),
             ],
             outputs=[io.String.Output(display_name="response")],
             is_output_node=True,

@@ -251,9 +251,11 @@ TINY_T5_CONFIG = {"num_layers": 1, "num_heads": 2, "d_ff": 64}
 
 
 def build_clip_l(dest: Path, root: Path) -> None:
+    """Standalone CLIP-L in the layout ComfyUI's text-encoder loaders look for (`text_model.` keys)."""
     import torch
 
-    _save(_clip_l_state_dict(1502), dest, torch.float16)
+    sd = {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in _clip_l_state_dict(1502).items()}
+    _save(sd, dest, torch.float16)
 
 
 def build_t5_tiny(dest: Path, root: Path) -> None:
@@ -310,7 +312,7 @@ TINY: dict[str, TinyModel] = {m.key: m for m in (
     TinyModel("upscale_2x", "upscale_models", "tiny_compact_2x.safetensors", build_compact_2x),
     TinyModel("upscale_4x", "upscale_models", "tiny_esrgan_4x.safetensors", build_esrgan_4x),
     TinyModel("yolo", "ultralytics/bbox", "tiny_yolov8n.pt", build_yolo),
-    TinyModel("clip_l", "text_encoders", "tiny_clip_l.safetensors", build_clip_l),
+    TinyModel("clip_l", "text_encoders", "tiny_clip_l_text_model.safetensors", build_clip_l),
     TinyModel("t5_tiny", "text_encoders", "tiny_t5xxl_1layer.safetensors", build_t5_tiny),
 )}
 # The LoRA is derived from the loaded checkpoint, so the checkpoint is built first.

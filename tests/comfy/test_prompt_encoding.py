@@ -130,3 +130,15 @@ def test_flux_text_encoders_weight_their_own_t5_tokens(flux_clip):
     for i in range(z.shape[0]):
         expected = (z[i] - empty[0, i]) * 1.6 + empty[0, i] if i in positions else z[i]
         assert torch.allclose(zw[i], expected, atol=2e-2, rtol=1e-2), i
+
+
+def test_flux_clip_l_weights_are_really_loaded(flux_clip, tiny_models_root):
+    """Guards the tiny CLIP-L file's key layout: a silently unloaded encoder would still 'work'."""
+    import safetensors.torch
+
+    from imageinference.testing.tiny_models import TINY
+
+    saved = safetensors.torch.load_file(str(TINY["clip_l"].path(tiny_models_root)))
+    loaded = flux_clip.cond_stage_model.clip_l.transformer.state_dict()
+    key = "text_model.encoder.layers.1.mlp.fc1.weight"
+    assert torch.equal(loaded[key].float(), saved[key].float())

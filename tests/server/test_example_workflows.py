@@ -1,4 +1,4 @@
-"""The example graphs in workflows/ and bad inputs, through a real ComfyUI server."""
+"""workflows/ (compiled from its requests), compiled graphs on a real server, the Export node, bad inputs."""
 
 import io
 import json
@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imageinference.examples import NAMES, example_prompt, example_request
+from imageinference.compiler import compile_request
+from imageinference.examples import NAMES, example_request, flux_request, mask_image
 from imageinference.graph_format import api_to_workflow, workflow_to_api
 from imageinference.imageio.encode import read_metadata
 
 ROOT = Path(__file__).resolve().parents[2]
+REQUESTS = sorted((ROOT / "workflows" / "requests").glob("*.json"))
 
 
 @pytest.fixture(scope="module")
@@ -19,30 +21,77 @@ def object_info(server):
     return server.object_info()
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_checked_in_files_match_the_graph_builder(name, object_info):
-    api = json.loads((ROOT / "workflows" / f"{name}.api.json").read_text())
-    workflow = json.loads((ROOT / "workflows" / f"{name}.json").read_text())
-    assert api == example_prompt(name)
+@pytest.mark.parametrize("path", REQUESTS, ids=lambda p: p.stem)
+def test_checked_in_graphs_are_the_compilers(path, object_info):
+    _canonical, prompt = compile_request(json.loads(path.read_text()))
+    api = json.loads((ROOT / "workflows" / f"{path.stem}.api.json").read_text())
+    workflow = json.loads((ROOT / "workflows" / f"{path.stem}.json").read_text())
+    assert api == prompt
+    assert api_to_workflow(api, object_info) == workflow  # the server's node definitions agree with ours
     assert workflow_to_api(workflow, object_info) == api
-    assert api_to_workflow(api, object_info) == workflow
-    assert json.loads((ROOT / "workflows" / "requests" / f"{name}.json").read_text()) == example_request(name)
+
+
+def run_compiled(server, object_info, request):
+    canonical, prompt = compile_request(request)
+    # through the frontend format, as a user dropping the workflow on the canvas would run it
+    result = server.run_prompt(workflow_to_api(api_to_workflow(prompt, object_info), object_info))
+    return canonical, result
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_example_graph_runs_and_answers_in_the_documented_format(name, server, object_info):
-    prompt = example_prompt(name, "test:sd15@1", size=128, steps=3, controlnet_air="test:cn@1")
-    # run it the way the frontend would: through the workflow format
-    result = server.run_prompt(workflow_to_api(api_to_workflow(prompt, object_info), object_info))
+def test_compiled_examples_run_and_answer_in_the_documented_format(name, server, object_info):
+    canonical, result = run_compiled(server, object_info, example_request(name, "test:sd15@1", 128, 3, "test:cn@1"))
     assert result.ok, result.errors
-    response = json.loads(result.outputs["5"]["response"][0])
-    (item,) = response["data"]
-    assert item["taskUUID"] == example_request(name)["taskUUID"] and item["seed"] == 42
+    (item,) = json.loads(result.outputs["5"]["response"][0])["data"]
+    assert item["taskUUID"] == canonical["taskUUID"] and item["seed"] == 42
     assert item["imageURL"].startswith(server.url + "/view?")
     (image,) = result.images
     assert image.filename == f"{item['imageUUID']}.png"
     assert Image.open(io.BytesIO(image.data)).size == (128, 128)
-    assert read_metadata(image.data)["seed"] == 42
+    meta = read_metadata(image.data)
+    assert meta["seed"] == 42 and meta["request"] == canonical  # the file can be re-run
+
+
+def test_an_sd3_seed_example_runs_on_the_tiny_sd3(server, object_info):
+    request = json.loads((ROOT / "workflows/requests/sd3-glasshouse-rooftop-supper-club.json").read_text())
+    request.update(model="test:sd3@1", width=128, height=128, steps=3)
+    _canonical, result = run_compiled(server, object_info, request)
+    assert result.ok, result.errors
+    assert json.loads(result.outputs["5"]["response"][0])["data"][0]["seed"] == 20672
+
+
+def test_a_flux_example_runs_on_the_tiny_flux(server, object_info):
+    request = flux_request("prompt-weighting", size=128, steps=2, air="test:flux-full@1")
+    _canonical, result = run_compiled(server, object_info, request)
+    assert result.ok, result.errors
+
+
+def test_export_node_reads_the_graph_it_runs_in(server):
+    canonical, prompt = compile_request(example_request("controlnet", "test:sd15@1", 128, 2, "test:cn@1"))
+    prompt["99"] = {"class_type": "ImageInferenceExport", "inputs": {"images": ["4", 0]}}
+    result = server.run_prompt(prompt)
+    assert result.ok, result.errors
+    exported = json.loads(result.outputs["99"]["text"][0])
+    assert exported["request"] == canonical and exported["notExportable"] == []
+    written = server.base_dir / "output" / result.outputs["99"]["exportFile"][0]
+    assert json.loads(written.read_text())["request"] == canonical
+
+
+def test_export_node_on_a_core_graph(server):
+    from imageinference.comfy_server import core_txt2img_prompt
+
+    prompt = core_txt2img_prompt("tiny_sd15.safetensors", seed=5, steps=2, width=128, height=128)
+    prompt["99"] = {"class_type": "ImageInferenceExport", "inputs": {"images": ["8", 0]}}
+    prompt["98"] = {"class_type": "ImageScale", "inputs": {"image": ["8", 0], "upscale_method": "nearest-exact",
+                                                           "width": 64, "height": 64, "crop": "disabled"}}
+    result = server.run_prompt(prompt)
+    assert result.ok, result.errors
+    exported = json.loads(result.outputs["99"]["text"][0])
+    req = exported["request"]
+    assert (req["model"], req["seed"], req["steps"], req["width"], req["scheduler"]) == (
+        "test:sd15@1", 5, 2, 128, "EulerDiscreteScheduler")
+    assert req["positivePrompt"] == "a lighthouse at dusk" and req["negativePrompt"] == "blurry"
+    assert exported["notExportable"] == ["not exportable: node 98 (ImageScale): does not feed the exported image"]
 
 
 BAD = [
@@ -55,26 +104,46 @@ BAD = [
 ]
 
 
+def tiny_prompt(name, steps=2):
+    return compile_request(example_request(name, "test:sd15@1", 128, steps, "test:cn@1"))[1]
+
+
 @pytest.mark.parametrize(("label", "change", "code"), BAD, ids=[b[0] for b in BAD])
 def test_bad_inputs_give_contract_errors_and_the_server_keeps_serving(label, change, code, server):
-    prompt = example_prompt("img2img", "test:sd15@1", size=128, steps=2)
+    prompt = tiny_prompt("img2img")
     for node_id, inputs in change.items():
         prompt[node_id]["inputs"].update(inputs)
     result = server.run_prompt(prompt)
     assert result.status == "error", label
-    message = result.errors[0]["exception_message"]
-    assert json.loads(message)["errors"][0]["code"] == code
-    assert server.run_prompt(example_prompt("txt2img", "test:sd15@1", size=128, steps=1)).ok
+    assert json.loads(result.errors[0]["exception_message"])["errors"][0]["code"] == code
+    assert server.run_prompt(tiny_prompt("txt2img", steps=1)).ok
 
 
 def test_wrong_mask_size_is_a_contract_error(server):
-    from imageinference.examples import mask_image
-
-    prompt = example_prompt("inpaint", "test:sd15@1", size=128, steps=2)
+    prompt = tiny_prompt("inpaint")
     prompt["7"]["inputs"]["image"] = mask_image(size=32)
     result = server.run_prompt(prompt)
     assert result.status == "error"
     err = json.loads(result.errors[0]["exception_message"])["errors"][0]
     assert (err["code"], err["parameter"]) == ("invalidMaskImage", "inputs.maskImage")
     assert "32x32" in err["message"] and "64x64" in err["message"]
-    assert server.run_prompt(example_prompt("txt2img", "test:sd15@1", size=128, steps=1)).ok
+
+
+def test_cli_run_against_a_server(server, tmp_path):
+    import subprocess
+    import sys
+
+    request = example_request("txt2img", "test:sd15@1", 128, 2)
+    (tmp_path / "r.json").write_text(json.dumps(request))
+    out = subprocess.run([sys.executable, "-m", "imageinference", "run", str(tmp_path / "r.json"), "--server",
+                          server.url, "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    (item,) = json.loads(out.stdout)["data"]
+    assert (tmp_path / "out" / f"{item['imageUUID']}.png").is_file()
+    request["model"] = "civitai:999@999"
+    (tmp_path / "bad.json").write_text(json.dumps(request))
+    bad = subprocess.run([sys.executable, "-m", "imageinference", "run", str(tmp_path / "bad.json"), "--server",
+                          server.url], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1
+    err = json.loads(bad.stdout)["errors"][0]
+    assert (err["code"], err["parameter"], err["taskUUID"]) == ("unknownModel", "model", request["taskUUID"])

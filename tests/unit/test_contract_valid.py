@@ -191,11 +191,12 @@ def test_benchmark_request_uses_every_feature_and_is_valid():
 
 @pytest.mark.parametrize("name", ["txt2img", "img2img", "inpaint", "controlnet", "outpaint", "hiresfix"])
 def test_example_requests_are_valid_and_match_their_graphs(name):
-    from imageinference.examples import example_prompt, example_request
+    from imageinference.compiler import compile_request
+    from imageinference.examples import example_request
 
     req = example_request(name)
     canonical = validate_task(req).to_json()
-    sampler = example_prompt(name)["4"]["inputs"]
+    sampler = compile_request(req)[1]["4"]["inputs"]
     for field in ("width", "height", "seed", "steps", "scheduler", "CFGScale", "numberResults"):
         assert sampler[field] == canonical[field], field
     assert (sampler["maskMargin"] or None) == canonical.get("maskMargin")
