@@ -177,6 +177,27 @@ class Catalog:
                                         entry.options)
 
 
+TYPED_IN = "(typed in below)"
+"""The dropdown entry of AIR widgets meaning: use the AIR typed into the `air` text field."""
+
+
+def chosen_air(listed: str | None, typed: str | None) -> str | None:
+    """The AIR an (AIR dropdown, typed AIR) widget pair names: the typed one wins when not empty."""
+    text = (typed or "").strip()
+    if text:
+        return text
+    return listed if listed and listed != TYPED_IN else None
+
+
+def airs_of_kind(*kinds: str) -> list[str]:
+    """Catalog AIRs of these kinds, for node dropdowns; empty when the catalog cannot be read (the node's
+    execution then reports the catalog error)."""
+    try:
+        return sorted(air for air, e in Catalog.load().entries.items() if e.kind in kinds)
+    except (CatalogError, OSError, ValueError):
+        return []
+
+
 def relative_to_models(file: str, models_dir: Path, kind: str) -> str:
     """A user-given file (absolute, or relative to the models folder) as a checked `<folder>/<file>` path."""
     p = Path(file).expanduser()

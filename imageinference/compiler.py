@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .schema.errors import ApiError, ContractError
+from .catalog import TYPED_IN
+from .schema.errors import ApiError, ContractError, code_for
 from .schema.validate import validate_task
 
 # canonical fields the compiled graph carries; everything else must be absent or at its default
@@ -28,7 +29,6 @@ NOT_YET = {
     "acceleration": "acceleration presets", "upscaleFactor": "top-level upscaleFactor",
     "acceleratorOptions": "step caches",
 }
-TYPED = "(typed in below)"
 NODE = {"loader": "1", "lora": "2", "prompt": "3", "sampler": "4", "output": "5", "seed": "6", "mask": "7",
         "outpaint": "10", "hires": "11"}
 CONTROLNET_BASE = 20  # controlNet[i] -> guide image node 20+2i, apply node 21+2i
@@ -44,7 +44,7 @@ def unsupported(d: dict[str, Any]) -> list[ApiError]:
         if field == "acceleratorOptions" and not any(value.get(k) for k in ("teaCache", "fbCache", "dbCache",
                                                                               "deepCache")):
             continue
-        errors.append(ApiError(f"unsupported{field[0].upper()}{field[1:]}",
+        errors.append(ApiError(code_for("unsupported", field),
                                f"{what} ('{field}') has no local engine in this pack yet", field))
     inputs = d.get("inputs") or {}
     if inputs.get("referenceImages"):
@@ -64,7 +64,7 @@ def compile_request(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     clip_ref = [NODE["loader"], 1]
     prompt: dict[str, Any] = {
         NODE["loader"]: {"class_type": "ImageInferenceModelLoader",
-                         "inputs": {"model": TYPED, "air": d["model"], "vae": d.get("vae", "")}},
+                         "inputs": {"model": TYPED_IN, "air": d["model"], "vae": d.get("vae", "")}},
     }
     if d.get("lora"):
         prompt[NODE["lora"]] = {"class_type": "ImageInferenceLoraStack", "inputs": {
@@ -79,7 +79,7 @@ def compile_request(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         prompt[guide] = {"class_type": "ImageInferenceLoadImage", "inputs": {"image": cn["guideImage"],
                                                                              "role": "guideImage"}}
         prompt[apply] = {"class_type": "ImageInferenceControlNet", "inputs": {
-            "positive": positive, "negative": negative, "guideImage": [guide, 0], "model": TYPED, "air": cn["model"],
+            "positive": positive, "negative": negative, "guideImage": [guide, 0], "model": TYPED_IN, "air": cn["model"],
             "weight": cn["weight"], "startStep": cn.get("startStep", -1), "endStep": cn.get("endStep", -1),
             "startStepPercentage": cn.get("startStepPercentage", -1),
             "endStepPercentage": cn.get("endStepPercentage", -1), "controlMode": cn["controlMode"],

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import Catalog
+from .catalog import Catalog, chosen_air
 from .samplers.schedulers import SCHEDULERS
 from .schema.validate import validate_task
 
 ImageReader = Callable[[str], bytes | None]
-TYPED = "(typed in below)"
 OUTPUT_TYPES = {"ImageInferenceOutput", "SaveImage", "PreviewImage", "ImageInferenceExport"}
 
 
@@ -93,7 +92,7 @@ class _Tracer:
         nid, node = found
         ct, inputs = node["class_type"], node["inputs"]
         if ct == "ImageInferenceModelLoader":
-            air = (inputs.get("air") or "").strip() or (inputs.get("model") if inputs.get("model") != TYPED else None)
+            air = chosen_air(inputs.get("model"), inputs.get("air"))
             if air:
                 self.req["model"] = air
             if (inputs.get("vae") or "").strip():
@@ -181,7 +180,7 @@ class _Tracer:
         guide = self.image_string(inputs.get("guideImage") if "guideImage" in inputs else inputs.get("image"),
                                   "guide image")
         if node["class_type"] == "ImageInferenceControlNet":
-            air = (inputs.get("air") or "").strip() or (inputs.get("model") if inputs.get("model") != TYPED else None)
+            air = chosen_air(inputs.get("model"), inputs.get("air"))
             entry: dict[str, Any] = {"model": air, "guideImage": guide, "weight": inputs.get("weight", 1.0),
                                      "controlMode": inputs.get("controlMode", "balanced")}
             for key in ("startStep", "endStep", "startStepPercentage", "endStepPercentage"):

@@ -12,7 +12,7 @@ import io
 
 from PIL import Image
 
-from ..schema.errors import ContractError
+from ..schema.errors import ContractError, code_for
 from ..schema.images import DATA_URI, IMAGE_FORMATS_MESSAGE, image_string_kind
 from .fetch import FetchError, fetch_bytes
 from .limits import Limits
@@ -22,7 +22,7 @@ PIL_FORMATS = ["PNG", "JPEG", "WEBP"]
 
 
 def _error(parameter: str, detail: str) -> ContractError:
-    return ContractError.single(f"invalid{parameter.split('.')[-1][:1].upper()}{parameter.split('.')[-1][1:]}",
+    return ContractError.single(code_for("invalid", parameter.split(".")[-1]),
                                 f"Invalid value for {parameter}: {detail}", parameter, "string")
 
 

@@ -4,37 +4,25 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..catalog import Catalog
+from ..catalog import TYPED_IN, Catalog, airs_of_kind, chosen_air
 from ..models.loader import load_controlnet
 from ..samplers.control import apply_controlnet
 from ..samplers.windows import StepWindow
-from ..schema.errors import ContractError
+from ..schema.errors import ApiError, ContractError
+from ..schema.rules import window_issues
 from .common import CATEGORY, node_id
 
 UNSET = -1
 
 
-def window_from_widgets(start: int, end: int, start_pct: int, end_pct: int, prefix: str = "controlNet.0") -> StepWindow:
-    """-1 means not set. Same rules as the contract: absolute and percentage forms exclusive, start < end."""
+def window_from_widgets(start: int, end: int, start_pct: int, end_pct: int) -> StepWindow:
+    """-1 means not set; checked by the contract's own step-window rules."""
     vals = {k: (None if v == UNSET else v) for k, v in
             (("startStep", start), ("endStep", end), ("startStepPercentage", start_pct), ("endStepPercentage", end_pct))}
-    for a, b in (("startStep", "startStepPercentage"), ("endStep", "endStepPercentage")):
-        if vals[a] is not None and vals[b] is not None:
-            raise ContractError.single(f"conflict{b[0].upper()}{b[1:]}", f"'{a}' and '{b}' are alternatives",
-                                       f"{prefix}.{b}", "integer")
-    for a, b in (("startStep", "endStep"), ("startStepPercentage", "endStepPercentage")):
-        lo, hi = vals[a], vals[b]
-        if lo is not None and hi is not None and lo >= hi:
-            raise ContractError.single(f"invalid{b[0].upper()}{b[1:]}", f"'{b}' must be greater than '{a}'",
-                                       f"{prefix}.{b}", "integer")
+    issues = list(window_issues(vals, ("controlNet", 0), None, "startStep", "endStep"))
+    if issues:
+        raise ContractError([ApiError(i.code, i.message, ".".join(str(p) for p in i.path), i.type) for i in issues])
     return StepWindow(vals["startStep"], vals["endStep"], vals["startStepPercentage"], vals["endStepPercentage"])
-
-
-def controlnet_airs() -> list[str]:
-    try:
-        return sorted(a for a, e in Catalog.load().entries.items() if e.kind == "controlNet")
-    except Exception:  # a broken catalog must not stop ComfyUI from listing nodes; execute reports it
-        return []
 
 
 class ControlNetApply(io.ComfyNode):
@@ -55,7 +43,7 @@ class ControlNetApply(io.ComfyNode):
                 io.Conditioning.Input("positive", tooltip="Positive conditioning."),
                 io.Conditioning.Input("negative", tooltip="Negative conditioning."),
                 io.Image.Input("guideImage", tooltip="imageInference `controlNet.guideImage` (already preprocessed)."),
-                io.Combo.Input("model", options=["(typed in below)", *controlnet_airs()], default="(typed in below)",
+                io.Combo.Input("model", options=[TYPED_IN, *airs_of_kind("controlNet")], default=TYPED_IN,
                                tooltip="imageInference `controlNet.model`: a ControlNet AIR from the catalog."),
                 io.String.Input("air", default="", optional=True, tooltip="Type a ControlNet AIR; wins over the list."),
                 io.Float.Input("weight", default=1.0, min=-4.0, max=4.0, step=0.01,
@@ -78,7 +66,7 @@ class ControlNetApply(io.ComfyNode):
                 startStepPercentage: int, endStepPercentage: int, controlMode: str, air: str = "",
                 vae=None) -> io.NodeOutput:
         window = window_from_widgets(startStep, endStep, startStepPercentage, endStepPercentage)
-        chosen = air.strip() or (model if not model.startswith("(") else "")
+        chosen = chosen_air(model, air)
         if not chosen:
             raise ContractError.single("missingModel", "choose a ControlNet AIR", "controlNet.0.model", "string")
         control_net = load_controlnet(chosen, Catalog.load(), "controlNet.0.model")

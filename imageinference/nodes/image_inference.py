@@ -11,7 +11,7 @@ from ..samplers.passes import SamplingSettings, hires_second_pass, image_to_imag
 from ..samplers.passes import outpaint as outpaint_pass
 from ..samplers.schedulers import SCHEDULER_NAMES
 from ..samplers.seeds import SEED_MAX, result_seeds
-from ..schema.errors import ContractError
+from ..schema.errors import ContractError, code_for
 from .common import CATEGORY, node_id
 from .options import HiresFix, Outpaint
 
@@ -72,7 +72,7 @@ class ImageInference(io.ComfyNode):
                 seedImage=None, maskImage=None, outpaint=None, hiresFix=None) -> io.NodeOutput:
         if width % 64 or height % 64:
             bad = "width" if width % 64 else "height"
-            raise ContractError.single(f"invalid{bad.capitalize()}", f"'{bad}' must be a multiple of 64", bad, "integer")
+            raise ContractError.single(code_for("invalid", bad), f"'{bad}' must be a multiple of 64", bad, "integer")
         if maskImage is not None and seedImage is None:
             raise ContractError.single("missingSeedImage", "'maskImage' needs a seed image", "inputs.maskImage")
         if maskImage is not None and tuple(maskImage.shape[-2:]) != tuple(seedImage.shape[1:3]):
@@ -92,7 +92,7 @@ class ImageInference(io.ComfyNode):
             if (cw, ch) != (width, height):
                 bad = "width" if cw != width else "height"
                 raise ContractError.single(
-                    f"invalid{bad.capitalize()}", f"outpaint: the seed image ({sw}x{sh}) plus the extensions makes "
+                    code_for("invalid", bad), f"outpaint: the seed image ({sw}x{sh}) plus the extensions makes "
                     f"{cw}x{ch}, but width x height is {width}x{height}; they must be equal", bad, "integer")
         settings = SamplingSettings(steps, CFGScale, scheduler, result_seeds(None if seed < 0 else seed, numberResults))
         if seedImage is None:

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..catalog import Catalog, CatalogError
+from ..catalog import TYPED_IN, Catalog, airs_of_kind, chosen_air
 from ..models.loader import load_model
 from ..schema.air import AIRError, canonical_air
 from ..schema.errors import ContractError
 from .common import CATEGORY, node_id
-
-TYPED = "(typed in below)"
-
-
-def catalog_models() -> list[str]:
-    try:
-        cat = Catalog.load()
-    except CatalogError:
-        return []
-    return sorted(air for air, e in cat.entries.items() if e.kind in ("checkpoint", "diffusionModel"))
 
 
 class AIRModelLoader(io.ComfyNode):
@@ -34,7 +24,8 @@ class AIRModelLoader(io.ComfyNode):
                 "component models (FLUX) load the diffusion model, text encoders and VAE the catalog lists."
             ),
             inputs=[
-                io.Combo.Input("model", options=[TYPED, *catalog_models()], default=TYPED,
+                io.Combo.Input("model", options=[TYPED_IN, *airs_of_kind("checkpoint", "diffusionModel")],
+                               default=TYPED_IN,
                                tooltip="imageInference `model`: an AIR from the local catalog."),
                 io.String.Input("air", default="", optional=True,
                                 tooltip="Type an AIR here (e.g. civitai:4384@128713) to use one not in the list; "
@@ -48,7 +39,7 @@ class AIRModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model: str, air: str = "", vae: str = "") -> io.NodeOutput:
-        chosen = air.strip() or (model if model != TYPED else "")
+        chosen = chosen_air(model, air)
         if not chosen:
             raise ContractError.single("missingModel", "choose a catalog AIR or type one in 'air'", "model", "string")
         try:

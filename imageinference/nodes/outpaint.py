@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..schema.errors import ContractError
+from ..schema.errors import ContractError, code_for
 from .common import CATEGORY, node_id
 from .options import Outpaint
 
@@ -37,7 +37,7 @@ class OutpaintNode(io.ComfyNode):
         sides = {"top": top, "right": right, "bottom": bottom, "left": left}
         for name, value in sides.items():
             if value % 64:
-                raise ContractError.single(f"invalid{name.capitalize()}", f"'outpaint.{name}' must be a multiple of 64",
+                raise ContractError.single(code_for("invalid", name), f"'outpaint.{name}' must be a multiple of 64",
                                            f"outpaint.{name}", "integer")
         if not any(sides.values()):
             raise ContractError.single("invalidOutpaint", "outpaint needs at least one side above 0", "outpaint",

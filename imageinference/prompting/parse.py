@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..schema.errors import ContractError
+from ..schema.errors import ContractError, code_for
 
 UP, DOWN, SD_ROUND = 1.1, 0.9, 1.1
 
@@ -140,8 +140,7 @@ class _CompelParser:
         self.parameter = parameter
 
     def error(self, message: str, at: int) -> ContractError:
-        code = "invalid" + self.parameter[:1].upper() + self.parameter[1:]
-        return ContractError.single(code, f"{message} at character {at + 1} of {self.parameter}", self.parameter,
+        return ContractError.single(code_for("invalid", self.parameter), f"{message} at character {at + 1} of {self.parameter}", self.parameter,
                                     "string")
 
     def peek(self) -> str:

@@ -31,7 +31,7 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def _window(obj: dict[str, Any], base: Path, steps: int | None, start: str, end: str | None) -> Iterator[Issue]:
+def window_issues(obj: dict[str, Any], base: Path, steps: int | None, start: str, end: str | None) -> Iterator[Issue]:
     """startX / startXPercentage and endX / endXPercentage: exclusive pairs, start < end <= steps."""
     pct_start, pct_end = f"{start}Percentage", f"{end}Percentage" if end else None
     for a, b in ((start, pct_start), (end, pct_end)):
@@ -116,13 +116,13 @@ def check(d: dict[str, Any], profile: Profile, model: str) -> tuple[list[Issue],
     control_nets = d.get("controlNet")
     for i, cn in enumerate(control_nets if isinstance(control_nets, list) else []):
         if isinstance(cn, dict):
-            issues.extend(_window(cn, ("controlNet", i), steps, "startStep", "endStep"))
+            issues.extend(window_issues(cn, ("controlNet", i), steps, "startStep", "endStep"))
     acc = d.get("acceleratorOptions")
     if isinstance(acc, dict):
-        issues.extend(_window(acc, ("acceleratorOptions",), steps, "cacheStartStep", "cacheEndStep"))
+        issues.extend(window_issues(acc, ("acceleratorOptions",), steps, "cacheStartStep", "cacheEndStep"))
     pulid = d.get("pulid")
     if isinstance(pulid, dict):
-        issues.extend(_window(pulid, ("pulid",), steps, "CFGstartStep", None))
+        issues.extend(window_issues(pulid, ("pulid",), steps, "CFGstartStep", None))
     refiner = d.get("refiner")
     if isinstance(refiner, dict):
         has_abs, has_pct = refiner.get("startStep") is not None, refiner.get("startStepPercentage") is not None
