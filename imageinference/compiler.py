@@ -18,7 +18,7 @@ COMPILED = {
     "taskType", "taskUUID", "outputType", "outputFormat", "outputQuality", "ttl", "includeCost", "numberResults",
     "deliveryMethod", "model", "positivePrompt", "negativePrompt", "width", "height", "seed", "steps", "scheduler",
     "CFGScale", "clipSkip", "promptWeighting", "strength", "maskMargin", "vae", "inputs", "outpaint", "lora",
-    "controlNet", "hiresFix",
+    "controlNet", "hiresFix", "acceleratorOptions",
 }
 NOT_YET = {
     "ipAdapters": "IP-Adapters", "pulid": "PuLID", "ultralytics": "the face detailer", "layerDiffuse": "LayerDiffuse",
@@ -27,10 +27,12 @@ NOT_YET = {
     "webhookURL": "webhook delivery", "uploadEndpoint": "upload delivery", "resolution": "`resolution` sizing",
     "trueCFGScale": "true CFG", "settings": "model settings", "providerSettings": "provider settings",
     "acceleration": "acceleration presets", "upscaleFactor": "top-level upscaleFactor",
-    "acceleratorOptions": "step caches",
 }
+CACHES = {"teaCache": ("ImageInferenceTeaCache", "teaCacheDistance"),
+          "fbCache": ("ImageInferenceFBCache", "fbCacheThreshold"),
+          "dbCache": ("ImageInferenceDBCache", "dbCacheThreshold")}
 NODE = {"loader": "1", "lora": "2", "prompt": "3", "sampler": "4", "output": "5", "seed": "6", "mask": "7",
-        "outpaint": "10", "hires": "11"}
+        "outpaint": "10", "hires": "11", "cache": "12"}
 CONTROLNET_BASE = 20  # controlNet[i] -> guide image node 20+2i, apply node 21+2i
 
 
@@ -41,11 +43,17 @@ def unsupported(d: dict[str, Any]) -> list[ApiError]:
         if value is None or value is False or (field == "safety" and not value.get("checkContent")
                                                and value.get("mode") in (None, "none")):
             continue
-        if field == "acceleratorOptions" and not any(value.get(k) for k in ("teaCache", "fbCache", "dbCache",
-                                                                              "deepCache")):
-            continue
         errors.append(ApiError(code_for("unsupported", field),
                                f"{what} ('{field}') has no local engine in this pack yet", field))
+    acc = d.get("acceleratorOptions") or {}
+    if acc.get("deepCache"):
+        errors.append(ApiError("unsupportedAcceleratorOptions", "DeepCache is for UNet models and has no local "
+                               "engine in this pack yet; FLUX and SD3 have teaCache, fbCache and dbCache",
+                               "acceleratorOptions.deepCache"))
+    chosen = [k for k in CACHES if acc.get(k)]
+    if len(chosen) > 1:
+        errors.append(ApiError("conflictingAcceleratorOptions", f"choose one step cache; the request enables "
+                               f"{', '.join(chosen)}", f"acceleratorOptions.{chosen[1]}"))
     inputs = d.get("inputs") or {}
     if inputs.get("referenceImages"):
         errors.append(ApiError("unsupportedReferenceImages", "reference images have no local engine yet",
@@ -59,6 +67,8 @@ def compile_request(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     errors = unsupported(canonical)
     if errors:
         raise ContractError([e.with_task(canonical["taskUUID"]) for e in errors])
+    if "acceleratorOptions" in canonical and not any(canonical["acceleratorOptions"].get(k) for k in CACHES):
+        del canonical["acceleratorOptions"]  # no cache switched on: the options do nothing
     d = canonical
     model_ref = [NODE["loader"], 0]
     clip_ref = [NODE["loader"], 1]
@@ -70,6 +80,17 @@ def compile_request(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         prompt[NODE["lora"]] = {"class_type": "ImageInferenceLoraStack", "inputs": {
             "model": model_ref, "clip": clip_ref, "lora": json.dumps(d["lora"])}}
         model_ref, clip_ref = [NODE["lora"], 0], [NODE["lora"], 1]
+    acc = d.get("acceleratorOptions") or {}
+    for switch, (class_type, threshold) in CACHES.items():
+        if acc.get(switch):
+            cache_inputs: dict[str, Any] = {"model": model_ref, threshold: acc[threshold],
+                                            "cacheMaxConsecutiveSteps": acc["cacheMaxConsecutiveSteps"]}
+            cache_inputs.update({k: acc.get(k, -1) for k in ("cacheStartStep", "cacheStartStepPercentage",
+                                                             "cacheEndStep", "cacheEndStepPercentage")})
+            if switch == "dbCache":
+                cache_inputs["dbCacheSkipInterval"] = acc["dbCacheSkipInterval"]
+            prompt[NODE["cache"]] = {"class_type": class_type, "inputs": cache_inputs}
+            model_ref = [NODE["cache"], 0]
     prompt[NODE["prompt"]] = {"class_type": "ImageInferencePrompt", "inputs": {
         "clip": clip_ref, "positivePrompt": d["positivePrompt"], "negativePrompt": d.get("negativePrompt", ""),
         "promptWeighting": d.get("promptWeighting", "none"), "clipSkip": d.get("clipSkip", -1)}}

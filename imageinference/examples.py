@@ -90,7 +90,9 @@ def flux_request(feature: str, size: int = 1024, steps: int = 28, air: str = FLU
     uuids = {"lora": "4f5a6b7c-8d9e-4f0a-9b1c-2d3e4f5a6b7c", "controlnet": "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d",
              "img2img": "6b7c8d9e-0f1a-4b2c-9d3e-4f5a6b7c8d9e", "inpaint": "7c8d9e0f-1a2b-4c3d-8e4f-5a6b7c8d9e0f",
              "outpaint": "8d9e0f1a-2b3c-4d4e-9f5a-6b7c8d9e0f1a", "hiresfix": "9e0f1a2b-3c4d-4e5f-8a6b-7c8d9e0f1a2b",
-             "prompt-weighting": "0f1a2b3c-4d5e-4f6a-9b7c-8d9e0f1a2b3c"}
+             "prompt-weighting": "0f1a2b3c-4d5e-4f6a-9b7c-8d9e0f1a2b3c",
+             "teacache": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d", "fbcache": "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
+             "dbcache": "3c4d5e6f-7a8b-4c9d-8e1f-2a3b4c5d6e7f"}
     req: dict[str, Any] = {
         "taskType": "imageInference", "taskUUID": uuids[feature], "model": air,
         "positivePrompt": "a lighthouse on a rocky coast at dusk, warm light, detailed", "width": size,
@@ -116,10 +118,18 @@ def flux_request(feature: str, size: int = 1024, steps: int = 28, air: str = FLU
     if feature == "prompt-weighting":
         req["promptWeighting"] = "sdEmbeds"
         req["positivePrompt"] = "a (lighthouse:1.3) on a rocky coast at dusk, [fog], warm light"
+    if feature == "teacache":
+        req["acceleratorOptions"] = {"teaCache": True, "teaCacheDistance": 0.5}
+    if feature == "fbcache":
+        req["acceleratorOptions"] = {"fbCache": True, "fbCacheThreshold": 0.12, "cacheStartStepPercentage": 10,
+                                     "cacheEndStepPercentage": 90}
+    if feature == "dbcache":
+        req["acceleratorOptions"] = {"dbCache": True, "dbCacheThreshold": 0.2, "dbCacheSkipInterval": 4}
     return req
 
 
-FLUX_FEATURES = ("lora", "controlnet", "img2img", "inpaint", "outpaint", "hiresfix", "prompt-weighting")
+FLUX_FEATURES = ("lora", "controlnet", "img2img", "inpaint", "outpaint", "hiresfix", "prompt-weighting", "teacache",
+                 "fbcache", "dbcache")
 
 
 def dumps(value: Any) -> str:

@@ -107,6 +107,9 @@ class _Tracer:
             if air:
                 self.req["lora"] = [{"model": air, "weight": inputs.get("strength_model", 1.0)}] + self.req.get("lora", [])
             self.model(inputs.get("model"))
+        elif ct in CACHE_NODES:
+            self.req["acceleratorOptions"] = cache_options(ct, inputs)
+            self.model(inputs.get("model"))
         elif ct == "CheckpointLoaderSimple":
             air = self.air_for_file("checkpoints", str(inputs.get("ckpt_name")), nid, node)
             if air:
@@ -313,6 +316,23 @@ class _Tracer:
                     self.output(oid, dict(other, inputs=dict(other["inputs"], images=None)))
                     break
         self.image(i.get("images"))
+
+
+CACHE_NODES = {"ImageInferenceTeaCache": ("teaCache", "teaCacheDistance"),
+               "ImageInferenceFBCache": ("fbCache", "fbCacheThreshold"),
+               "ImageInferenceDBCache": ("dbCache", "dbCacheThreshold")}
+CACHE_WINDOW = ("cacheStartStep", "cacheStartStepPercentage", "cacheEndStep", "cacheEndStepPercentage")
+
+
+def cache_options(class_type: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """A step-cache node's widgets as `acceleratorOptions` (-1 = a window field not set)."""
+    switch, threshold = CACHE_NODES[class_type]
+    out: dict[str, Any] = {switch: True, threshold: float(inputs[threshold]),
+                           "cacheMaxConsecutiveSteps": int(inputs["cacheMaxConsecutiveSteps"])}
+    if switch == "dbCache":
+        out["dbCacheSkipInterval"] = int(inputs["dbCacheSkipInterval"])
+    out.update({k: int(inputs[k]) for k in CACHE_WINDOW if int(inputs.get(k, -1)) >= 0})
+    return out
 
 
 def output_nodes(prompt: dict[str, Any]) -> list[str]:

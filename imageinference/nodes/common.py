@@ -1,8 +1,26 @@
-"""What every node of the pack shares: id prefix, category."""
+"""What every node of the pack shares: id prefix, category, step windows from widgets."""
+
+from __future__ import annotations
+
+from ..samplers.windows import StepWindow
+from ..schema.errors import ApiError, ContractError
+from ..schema.rules import window_issues
 
 NODE_PREFIX = "ImageInference"
 CATEGORY = "imageInference"
+UNSET = -1
 
 
 def node_id(name: str) -> str:
     return f"{NODE_PREFIX}{name}"
+
+
+def step_window(base: tuple[str | int, ...], start: tuple[str, int], end: tuple[str, int],
+                start_pct: tuple[str, int], end_pct: tuple[str, int]) -> StepWindow:
+    """A step window from (field name, widget value) pairs, -1 meaning not set, checked by the contract's own
+    step-window rules; errors name the request fields under `base`."""
+    vals = {name: (None if v == UNSET else v) for name, v in (start, end, start_pct, end_pct)}
+    issues = list(window_issues(vals, base, None, start[0], end[0]))
+    if issues:
+        raise ContractError([ApiError(i.code, i.message, ".".join(str(p) for p in i.path), i.type) for i in issues])
+    return StepWindow(vals[start[0]], vals[end[0]], vals[start_pct[0]], vals[end_pct[0]])

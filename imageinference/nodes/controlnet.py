@@ -8,21 +8,14 @@ from ..catalog import TYPED_IN, Catalog, airs_of_kind, chosen_air
 from ..models.loader import load_controlnet
 from ..samplers.control import apply_controlnet
 from ..samplers.windows import StepWindow
-from ..schema.errors import ApiError, ContractError
-from ..schema.rules import window_issues
-from .common import CATEGORY, node_id
-
-UNSET = -1
+from ..schema.errors import ContractError
+from .common import CATEGORY, UNSET, node_id, step_window
 
 
 def window_from_widgets(start: int, end: int, start_pct: int, end_pct: int) -> StepWindow:
     """-1 means not set; checked by the contract's own step-window rules."""
-    vals = {k: (None if v == UNSET else v) for k, v in
-            (("startStep", start), ("endStep", end), ("startStepPercentage", start_pct), ("endStepPercentage", end_pct))}
-    issues = list(window_issues(vals, ("controlNet", 0), None, "startStep", "endStep"))
-    if issues:
-        raise ContractError([ApiError(i.code, i.message, ".".join(str(p) for p in i.path), i.type) for i in issues])
-    return StepWindow(vals["startStep"], vals["endStep"], vals["startStepPercentage"], vals["endStepPercentage"])
+    return step_window(("controlNet", 0), ("startStep", start), ("endStep", end), ("startStepPercentage", start_pct),
+                       ("endStepPercentage", end_pct))
 
 
 class ControlNetApply(io.ComfyNode):

@@ -17,9 +17,10 @@ def node_classes() -> list[type[io.ComfyNode]]:
     from .output import ImageInferenceOutput
     from .prompt import PromptNode
     from .scheduler import SchedulerNode
+    from .step_cache import DBCacheNode, FBCacheNode, TeaCacheNode
 
     return [AIRModelLoader, LoraStack, PromptNode, ControlNetApply, OutpaintNode, HiresFixNode, ImageInference,
-            LoadImageString, ImageInferenceOutput, ExportRequest, SchedulerNode]
+            LoadImageString, ImageInferenceOutput, ExportRequest, SchedulerNode, TeaCacheNode, FBCacheNode, DBCacheNode]
 
 
 class ImageInferenceExtension(ComfyExtension):

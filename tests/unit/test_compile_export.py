@@ -52,7 +52,7 @@ words = st.text(alphabet=st.sampled_from("abcdefgh ,()+-:"), min_size=2, max_siz
 
 @st.composite
 def compilable_requests(draw):
-    """Requests using every field the nodes support (not yet: ipAdapters, pulid, caches, ...)."""
+    """Requests using every field the nodes support (not yet: ipAdapters, pulid, ...)."""
     model = draw(st.sampled_from(["test:sd15@1", "civitai:4384@128713", "rundiffusion:130@100", "runware:5@1"]))
     req = {"taskType": "imageInference", "taskUUID": UUID, "model": model, "positivePrompt": draw(words),
            "width": draw(st.sampled_from([128, 512, 1024])), "height": draw(st.sampled_from([128, 768])),
@@ -96,6 +96,18 @@ def compilable_requests(draw):
     if model != "runware:5@1" and draw(st.booleans()):
         req["hiresFix"] = draw(st.sampled_from([True, {"model": "runware:504@1"},
                                                 {"model": "runware:esrgan@ultrasharp", "steps": 12, "strength": 0.4}]))
+    if model in ("rundiffusion:130@100", "runware:5@1") and draw(st.booleans()):
+        switch, threshold = draw(st.sampled_from([("teaCache", "teaCacheDistance"), ("fbCache", "fbCacheThreshold"),
+                                                  ("dbCache", "dbCacheThreshold")]))
+        acc = {switch: True, threshold: draw(st.floats(0, 1)),
+               "cacheMaxConsecutiveSteps": draw(st.integers(1, 5))}
+        if switch == "dbCache":
+            acc["dbCacheSkipInterval"] = draw(st.integers(1, 100))
+        if draw(st.booleans()):
+            s, e = draw(window)
+            acc.update({"cacheStartStep": s, "cacheEndStep": e} if draw(st.booleans()) else
+                       {"cacheStartStepPercentage": s, "cacheEndStepPercentage": e + 50})
+        req["acceleratorOptions"] = acc
     return req
 
 
@@ -109,7 +121,7 @@ def test_generated_requests_round_trip(catalog, req):
 
 @pytest.mark.parametrize(("field", "value"), [
     ("ipAdapters", [{"model": "runware:56@1", "guideImages": [IMG]}]), ("pulid", {"images": [IMG]}),
-    ("acceleratorOptions", {"teaCache": True}), ("ultralytics", {}), ("layerDiffuse", True),
+    ("ultralytics", {}), ("layerDiffuse", True),
     ("webhookURL", "https://example.com/hook")])
 def test_features_without_an_engine_are_refused_not_dropped(field, value):
     req = {"taskType": "imageInference", "taskUUID": UUID, "model": "rundiffusion:130@100", "positivePrompt": "a cat",
@@ -117,6 +129,34 @@ def test_features_without_an_engine_are_refused_not_dropped(field, value):
     with pytest.raises(ContractError) as info:
         compile_request(req)
     assert info.value.parameters == [field] and info.value.codes[0].startswith("unsupported")
+
+
+@pytest.mark.parametrize(("model", "acc", "code", "parameter"), [
+    ("civitai:4384@128713", {"deepCache": True}, "unsupportedAcceleratorOptions", "acceleratorOptions.deepCache"),
+    ("runware:5@1", {"teaCache": True, "fbCache": True}, "conflictingAcceleratorOptions",
+     "acceleratorOptions.fbCache"),
+])
+def test_cache_requests_without_an_engine_are_refused(model, acc, code, parameter):
+    req = {"taskType": "imageInference", "taskUUID": UUID, "model": model, "positivePrompt": "a cat",
+           "width": 512, "height": 512, "acceleratorOptions": acc}
+    with pytest.raises(ContractError) as info:
+        compile_request(req)
+    assert code in info.value.codes and parameter in info.value.parameters
+
+
+def test_a_cache_request_compiles_to_the_cache_node_on_the_model_path():
+    req = {"taskType": "imageInference", "taskUUID": UUID, "model": "runware:5@1", "positivePrompt": "a cat",
+           "width": 512, "height": 512, "steps": 30, "lora": [{"model": "test:lora@1", "weight": 0.5}],
+           "acceleratorOptions": {"dbCache": True, "dbCacheThreshold": 0.3, "dbCacheSkipInterval": 4,
+                                  "cacheStartStepPercentage": 10, "cacheMaxConsecutiveSteps": 2}}
+    _canonical, prompt = compile_request(req)
+    cache = [n for n in prompt.values() if n["class_type"] == "ImageInferenceDBCache"]
+    assert len(cache) == 1
+    assert cache[0]["inputs"]["dbCacheThreshold"] == 0.3 and cache[0]["inputs"]["dbCacheSkipInterval"] == 4
+    assert cache[0]["inputs"]["cacheStartStepPercentage"] == 10 and cache[0]["inputs"]["cacheEndStep"] == -1
+    assert prompt[cache[0]["inputs"]["model"][0]]["class_type"] == "ImageInferenceLoraStack"
+    sampler = next(n for n in prompt.values() if n["class_type"] == "ImageInferenceSampler")
+    assert prompt[sampler["inputs"]["model"][0]] is cache[0]
 
 
 def core_graph():

@@ -1,0 +1,1 @@
+"""Step-cache accelerators (TeaCache, FBCache, DBCache) and the policy they share."""

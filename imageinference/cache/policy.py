@@ -1,0 +1,114 @@
+"""The policy every step cache shares (pure): which steps may be skipped, and the per-run skip ledger.
+
+A "step" is one evaluation of the model at one sigma of the run's schedule; with CFG, the conditional and
+unconditional passes of a step are one step and share one decision. Rules:
+
+- The window `cacheStartStep`/`...Percentage` .. `cacheEndStep`/`...Percentage` is a window of the steps the
+  sampler actually runs (see samplers/windows.py): caching may skip step i only when start <= i < end.
+- The first step of a run is always computed (there is nothing cached yet), and so is the last step of the
+  schedule unless the caller opts in: its error lands in the final image unfiltered.
+- `cacheMaxConsecutiveSteps` caps skipped steps in a row. `dbCacheSkipInterval` N forces a full compute at least
+  every N steps, i.e. at most N - 1 skips in a row; with both, the tighter cap wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..samplers.windows import StepWindow
+
+MAX_CONSECUTIVE_DEFAULT = 3
+FEW_STEPS = 8
+"""Runs of this many steps or fewer (distilled few-step models) gain almost nothing from caching."""
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    window: StepWindow = StepWindow()
+    max_consecutive: int = MAX_CONSECUTIVE_DEFAULT
+    refresh_interval: int | None = None
+    compute_last_step: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_consecutive < 1:
+            raise ValueError("cacheMaxConsecutiveSteps must be at least 1")
+        if self.refresh_interval is not None and self.refresh_interval < 1:
+            raise ValueError("dbCacheSkipInterval must be at least 1")
+
+    @property
+    def max_run(self) -> int:
+        """Most skipped steps allowed in a row."""
+        cap = self.max_consecutive
+        if self.refresh_interval is not None:
+            cap = min(cap, self.refresh_interval - 1)
+        return cap
+
+    def bounds(self, total_steps: int) -> tuple[int, int]:
+        """(first skippable step, end exclusive) for a run of total_steps."""
+        start, end = self.window.steps(total_steps)
+        start = max(start, 1)
+        if self.compute_last_step:
+            end = min(end, total_steps - 1)
+        return start, end
+
+
+def step_index(sigmas: Sequence[float], sigma: float) -> int:
+    """The step of the schedule `sigmas` (descending, last 0) that an evaluation at `sigma` belongs to: i with
+    sigmas[i] >= sigma > sigmas[i + 1]. Multi-stage samplers evaluate between schedule points; such an
+    evaluation belongs to the step it lies in."""
+    last = len(sigmas) - 2
+    for i in range(max(last, 0)):
+        # relative tolerance: float noise in the sampler's sigma must not move an evaluation to the next step
+        if sigma > sigmas[i + 1] * (1 + 1e-6) + 1e-9:
+            return i
+    return max(last, 0)
+
+
+@dataclass
+class SkipLedger:
+    """Per-run accounting: which evaluations were skipped, and how many block calls ran."""
+
+    policy: CachePolicy
+    total_steps: int
+    blocks_per_forward: int
+    evaluations: int = 0
+    skipped: list[int] = field(default_factory=list)
+    run_length: int = 0
+    block_calls: int = 0
+    forwards: int = 0
+
+    def may_skip(self, step: int) -> bool:
+        start, end = self.policy.bounds(self.total_steps)
+        return start <= step < end and self.evaluations > 0 and self.run_length < self.policy.max_run
+
+    def record(self, step: int, skipped: bool) -> None:
+        self.evaluations += 1
+        if skipped:
+            self.skipped.append(step)
+            self.run_length += 1
+        else:
+            self.run_length = 0
+
+    @property
+    def estimated_speedup(self) -> float:
+        """Uncached block calls / block calls run: the speedup of the transformer blocks."""
+        full = self.forwards * self.blocks_per_forward
+        return full / self.block_calls if self.block_calls else 1.0
+
+    def summary(self, name: str) -> str:
+        return (f"{name}: skipped {len(self.skipped)}/{self.evaluations} steps, "
+                f"{self.block_calls}/{self.forwards * self.blocks_per_forward} transformer block calls "
+                f"(estimated {self.estimated_speedup:.2f}x on the blocks)")
+
+
+def run_warnings(name: str, total_steps: int, stochastic: bool) -> list[str]:
+    """Warnings for runs where caching is pointless or harmful."""
+    out = []
+    if stochastic:
+        out.append(f"{name}: the sampler injects fresh noise every step (ancestral/SDE); cached residuals go "
+                   "stale at once, so expect little speedup and lower quality")
+    if total_steps <= FEW_STEPS:
+        out.append(f"{name}: only {total_steps} steps; few-step (distilled) runs change a lot per step and gain "
+                   "almost nothing from caching")
+    return out
