@@ -39,7 +39,6 @@ class Row:
     calls: float
     seconds: float
     psnr: float
-    skipped: int
 
 
 @dataclass
@@ -123,8 +122,8 @@ def our_cache(model: Any, kind: str, threshold: float, max_consecutive: int = 3,
 
 
 def ours_sweep(quick: bool) -> list[tuple[str, float, int]]:
-    tea = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
-    resid = (0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    tea = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
+    resid = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0)
     if quick:
         tea, resid = (0.3, 1.0), (0.1, 0.5)
     rows = [("teaCache", t, mc) for mc in (3, 5) for t in tea]
@@ -134,12 +133,11 @@ def ours_sweep(quick: bool) -> list[tuple[str, float, int]]:
 
 def run_scenario(sc: Scenario, quick: bool, profile: Any, ours: bool = True) -> list[Row]:
     base, seconds, calls = sample(sc, sc.model)
-    rows = [Row(sc.name, "none", "-", calls, seconds, float("inf"), 0)]
+    rows = [Row(sc.name, "none", "-", calls, seconds, float("inf"))]
     for kind in ("lazycache", "easycache", "easycache-copied"):
         for thr in CORE_THRESHOLDS:
             img, seconds, calls = sample(sc, core_cache(sc.model, kind, thr))
-            rows.append(Row(sc.name, kind, f"reuse_threshold={thr}", calls, seconds, psnr(img, base),
-                            STEPS - round(calls)))
+            rows.append(Row(sc.name, kind, f"reuse_threshold={thr}", calls, seconds, psnr(img, base)))
             print(_fmt(rows[-1]), flush=True)
     if ours:
         for kind, thr, mc in ours_sweep(quick):
@@ -147,7 +145,7 @@ def run_scenario(sc: Scenario, quick: bool, profile: Any, ours: bool = True) -> 
             name = {"teaCache": "teaCacheDistance", "fbCache": "fbCacheThreshold",
                     "dbCache": "dbCacheThreshold"}[kind]
             rows.append(Row(sc.name, kind, f"{name}={thr},cacheMaxConsecutiveSteps={mc}", calls, seconds,
-                            psnr(img, base), 0))
+                            psnr(img, base)))
             print(_fmt(rows[-1]), flush=True)
     return rows
 
@@ -192,8 +190,14 @@ def main() -> None:
                 checks[f"{name} {ours} vs lazycache"] = {"dominates": ok, "misses": misses}
     for k, v in checks.items():
         print(f"{k}: {'dominates' if v['dominates'] else 'MISSES ' + '; '.join(v['misses'])}")
-    print(json.dumps({"benchmark": "step_caches", "steps": STEPS, "rows": [asdict(r) for r in rows],
-                      "checks": checks}, default=str))
+    def plain(r: Row) -> dict[str, Any]:
+        d = asdict(r)
+        d["psnr"] = None if math.isinf(r.psnr) else round(r.psnr, 2)  # identical image: no finite PSNR
+        d["seconds"], d["calls"] = round(r.seconds, 3), round(r.calls, 3)
+        return d
+
+    print(json.dumps({"benchmark": "step_caches", "steps": STEPS, "psnr_null_means": "identical to no cache",
+                      "rows": [plain(r) for r in rows], "checks": checks}))
 
 
 if __name__ == "__main__":

@@ -56,11 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="keep the temporary ComfyUI base directory")
     p.set_defaults(handler=_smoke)
 
+    from .cache.calibrate_cli import register as register_calibrate
     from .contract_cli import register as register_contract
     from .graph_cli import register as register_graph
 
     register_contract(sub)
     register_graph(sub)
+    register_calibrate(sub)
     p = sub.add_parser("parse-prompt", help="show how a prompt is read: weighted fragments, blend/and, as JSON")
     p.add_argument("--syntax", required=True, choices=["compel", "sdEmbeds"], help="the promptWeighting syntax")
     p.add_argument("text", help="the prompt")

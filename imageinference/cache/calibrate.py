@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 
 from .engine import CacheConfig, CacheRun
+from .fitting import fit
 from .patch import RUN_KEY, apply_step_cache, model_layout
 from .policy import CachePolicy
 from .profiles import BlockSplit, TeaCacheProfile, calibrated_scale, polyval
 
 log = logging.getLogger("imageinference.cache")
-DEGREE = 4
 
 
 @dataclass
@@ -39,18 +39,6 @@ class Calibration:
         if not self.points:
             return float("nan")
         return float(np.mean([abs(polyval(self.coefficients, x) - y) for x, y in self.points]))
-
-
-def fit(points: Sequence[tuple[float, float]], degree: int = DEGREE) -> tuple[float, ...]:
-    """Least-squares polynomial y(x), highest power first; the degree drops when there are few distinct x."""
-    xs = np.array([p[0] for p in points], dtype=np.float64)
-    ys = np.array([p[1] for p in points], dtype=np.float64)
-    finite = np.isfinite(xs) & np.isfinite(ys)
-    xs, ys = xs[finite], ys[finite]
-    if len(xs) < 2:
-        raise ValueError("calibration needs at least two steps with a measurable change")
-    degree = max(1, min(degree, len(np.unique(xs)) - 1))
-    return tuple(float(c) for c in np.polyfit(xs, ys, degree))
 
 
 def calibrate(model: Any, prompts: Sequence[Any], *, steps: int = 28, seeds: Sequence[int] = (1, 2),

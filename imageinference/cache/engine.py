@@ -101,11 +101,13 @@ class CacheRun:
     trace: list[tuple[float, float]] | None = None  # calibration: (probe change, residual change) per step
     ledger: SkipLedger = field(init=False)
     chunks: dict[tuple[Any, ...], ChunkCache] = field(default_factory=dict)
-    decisions: list[tuple[int, bool]] = field(default_factory=list)
+    decisions: list[tuple[int, bool]] = field(default_factory=list)  # (step, skipped) per step
+    forward_log: list[tuple[int, tuple[Any, ...], bool]] = field(default_factory=list)  # per forward: cond_or_uncond
     _eval_sigma: float | None = None
     _eval_seen: set[tuple[Any, ...]] = field(default_factory=set)
     _eval_step: int = 0
     _eval_decision: bool | None = None
+    _eval_passes: tuple[Any, ...] = ()
     _fwd: _Forward | None = None
 
     def __post_init__(self) -> None:
@@ -158,6 +160,7 @@ class CacheRun:
             self._eval_decision = None
             self._eval_step = step_index(self.sigmas, sigma) if sigma is not None and len(self.sigmas) > 1 else 0
         self._eval_seen.add(key)
+        self._eval_passes = key[1]
         self.ledger.forwards += 1
         self._fwd = _Forward(self.chunks.setdefault(key, ChunkCache()))
 
@@ -189,6 +192,7 @@ class CacheRun:
             self.decisions.append((self._eval_step, decision))
         else:
             decision = self._eval_decision and cached
+        self.forward_log.append((self._eval_step, self._eval_passes, decision))
         if self.config.kind == "teaCache":
             chunk.accumulated = candidate if decision else 0.0
         elif not decision:

@@ -66,6 +66,19 @@ def test_a_flux_example_runs_on_the_tiny_flux(server, object_info):
     assert result.ok, result.errors
 
 
+@pytest.mark.parametrize(("acc", "name"), [({"teaCache": True, "teaCacheDistance": 1.0}, "TeaCache"),
+                                           ({"fbCache": True, "fbCacheThreshold": 1.0}, "FBCache"),
+                                           ({"dbCache": True, "dbCacheThreshold": 1.0, "dbCacheSkipInterval": 3},
+                                            "DBCache F1B0")])
+def test_a_cache_request_runs_and_logs_its_skips(server, object_info, acc, name):
+    request = json.loads((ROOT / "workflows/requests/sd3-glasshouse-rooftop-supper-club.json").read_text())
+    request.update(model="test:sd3@1", width=128, height=128, steps=10, acceleratorOptions=acc)
+    _canonical, result = run_compiled(server, object_info, request)
+    assert result.ok, result.errors
+    assert json.loads(result.outputs["5"]["response"][0])["data"][0]["seed"] == 20672
+    assert f"{name}: skipped " in server.log_tail(400)
+
+
 def test_export_node_reads_the_graph_it_runs_in(server):
     canonical, prompt = compile_request(example_request("controlnet", "test:sd15@1", 128, 2, "test:cn@1"))
     prompt["99"] = {"class_type": "ImageInferenceExport", "inputs": {"images": ["4", 0]}}
