@@ -39,10 +39,8 @@ def _policy_inputs() -> list[Any]:
     ]
 
 
-def _apply(kind: CacheKind, model: Any, threshold: float, skip_interval: int | None, start: int, start_pct: int,
-           end: int, end_pct: int, max_consecutive: int) -> io.NodeOutput:
-    window = step_window(BASE, ("cacheStartStep", start), ("cacheEndStep", end),
-                         ("cacheStartStepPercentage", start_pct), ("cacheEndStepPercentage", end_pct))
+def _apply(kind: CacheKind, model: Any, threshold: float, skip_interval: int | None, window: Any,
+           max_consecutive: int) -> io.NodeOutput:
     try:
         layout = model_layout(model)
     except ValueError as e:
@@ -57,72 +55,73 @@ def _apply(kind: CacheKind, model: Any, threshold: float, skip_interval: int | N
                                    "boolean") from e
 
 
-def _schema(name: str, display: str, description: str, own: list[Any]) -> io.Schema:
-    return io.Schema(
-        node_id=node_id(name), display_name=display, category=CATEGORY, description=description + POLICY_DOC,
-        inputs=[io.Model.Input("model", tooltip="A FLUX or SD3 model."), *own, *_policy_inputs()],
-        outputs=[io.Model.Output(tooltip="The model with the step cache; the input model is unchanged.")],
-    )
+def _threshold(name: str, default: float) -> Any:
+    return io.Float.Input(name, default=default, min=0.0, max=1.0, step=0.01,
+                          tooltip=f"imageInference `acceleratorOptions.{name}` (0-1): higher skips more; 0 never "
+                                  "skips.")
 
 
-class TeaCacheNode(io.ComfyNode):
+class _StepCacheNode(io.ComfyNode):
+    KIND: CacheKind
+    NAME: str
+    DISPLAY: str
+    DESCRIPTION: str
+    THRESHOLD: tuple[str, float]
+
+    @classmethod
+    def own_inputs(cls) -> list[Any]:
+        return [_threshold(*cls.THRESHOLD)]
+
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return _schema("TeaCache", "TeaCache (imageInference)", (
-            "imageInference `acceleratorOptions.teaCache`: before each step, the change of the first block's "
-            "timestep-modulated input is rescaled by the model family's polynomial (published for FLUX, or fitted "
-            "by `imageinference calibrate-teacache`) and accumulated; while the sum stays under the threshold, all "
-            "transformer blocks are skipped and the residual of the last computed step is reused. "
-            "teaCacheDistance x the family's threshold scale is the threshold (FLUX: 0.8, so 0.5 -> 0.4)."), [
-            io.Float.Input("teaCacheDistance", default=0.5, min=0.0, max=1.0, step=0.01,
-                           tooltip="imageInference `acceleratorOptions.teaCacheDistance` (0-1): higher skips more; "
-                           "0 never skips."),
-        ])
+        return io.Schema(
+            node_id=node_id(cls.NAME), display_name=cls.DISPLAY, category=CATEGORY,
+            description=cls.DESCRIPTION + POLICY_DOC,
+            inputs=[io.Model.Input("model", tooltip="A FLUX or SD3 model."), *cls.own_inputs(), *_policy_inputs()],
+            outputs=[io.Model.Output(tooltip="The model with the step cache; the input model is unchanged.")],
+        )
 
     @classmethod
-    def execute(cls, model: Any, teaCacheDistance: float, cacheStartStep: int, cacheStartStepPercentage: int,
-                cacheEndStep: int, cacheEndStepPercentage: int, cacheMaxConsecutiveSteps: int) -> io.NodeOutput:
-        return _apply("teaCache", model, teaCacheDistance, None, cacheStartStep, cacheStartStepPercentage,
-                      cacheEndStep, cacheEndStepPercentage, cacheMaxConsecutiveSteps)
+    def execute(cls, model: Any, **widgets: Any) -> io.NodeOutput:
+        window = step_window(BASE, *((name, int(widgets[name])) for name in (
+            "cacheStartStep", "cacheEndStep", "cacheStartStepPercentage", "cacheEndStepPercentage")))
+        skip_interval = widgets.get("dbCacheSkipInterval")
+        return _apply(cls.KIND, model, float(widgets[cls.THRESHOLD[0]]),
+                      None if skip_interval is None else int(skip_interval), window,
+                      int(widgets["cacheMaxConsecutiveSteps"]))
 
 
-class FBCacheNode(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return _schema("FBCache", "First Block Cache (imageInference)", (
-            "imageInference `acceleratorOptions.fbCache`: the first transformer block always runs; when its residual "
-            "moved less than fbCacheThreshold (relative L1) since the last computed step, the remaining blocks are "
-            "replaced by their cached residual."), [
-            io.Float.Input("fbCacheThreshold", default=0.25, min=0.0, max=1.0, step=0.01,
-                           tooltip="imageInference `acceleratorOptions.fbCacheThreshold` (0-1): higher skips more; "
-                           "0 never skips."),
-        ])
-
-    @classmethod
-    def execute(cls, model: Any, fbCacheThreshold: float, cacheStartStep: int, cacheStartStepPercentage: int,
-                cacheEndStep: int, cacheEndStepPercentage: int, cacheMaxConsecutiveSteps: int) -> io.NodeOutput:
-        return _apply("fbCache", model, fbCacheThreshold, None, cacheStartStep, cacheStartStepPercentage,
-                      cacheEndStep, cacheEndStepPercentage, cacheMaxConsecutiveSteps)
+class TeaCacheNode(_StepCacheNode):
+    KIND, NAME, DISPLAY = "teaCache", "TeaCache", "TeaCache (imageInference)"
+    THRESHOLD = ("teaCacheDistance", 0.5)
+    DESCRIPTION = (
+        "imageInference `acceleratorOptions.teaCache`: before each step, the change of the first block's "
+        "timestep-modulated input is rescaled by the model family's polynomial (published for FLUX, or fitted by "
+        "`imageinference calibrate-teacache`) and accumulated; while the sum stays under the threshold, all "
+        "transformer blocks are skipped and the residual of the last computed step is reused. teaCacheDistance x "
+        "the family's threshold scale is the threshold (FLUX: 0.8, so 0.5 -> 0.4).")
 
 
-class DBCacheNode(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return _schema("DBCache", "DBCache (imageInference)", (
-            "imageInference `acceleratorOptions.dbCache`: the first Fn blocks always run (one per 12 blocks, at least "
-            "one) and their residual decides; the last Bn blocks always run (one once the model has 8 or more) to "
-            "correct the cached middle; at least every dbCacheSkipInterval steps everything runs."), [
-            io.Float.Input("dbCacheThreshold", default=0.25, min=0.0, max=1.0, step=0.01,
-                           tooltip="imageInference `acceleratorOptions.dbCacheThreshold` (0-1): higher skips more; "
-                           "0 never skips."),
-            io.Int.Input("dbCacheSkipInterval", default=5, min=1, max=100,
-                         tooltip="imageInference `acceleratorOptions.dbCacheSkipInterval`: a full step at least every "
-                         "N steps (at most N-1 skipped in a row; 1 = never skip)."),
-        ])
+class FBCacheNode(_StepCacheNode):
+    KIND, NAME, DISPLAY = "fbCache", "FBCache", "First Block Cache (imageInference)"
+    THRESHOLD = ("fbCacheThreshold", 0.25)
+    DESCRIPTION = (
+        "imageInference `acceleratorOptions.fbCache`: the first transformer block always runs; when its residual "
+        "moved less than fbCacheThreshold (relative L1) since the last computed step, the remaining blocks are "
+        "replaced by their cached residual.")
+
+
+class DBCacheNode(_StepCacheNode):
+    KIND, NAME, DISPLAY = "dbCache", "DBCache", "DBCache (imageInference)"
+    THRESHOLD = ("dbCacheThreshold", 0.25)
+    DESCRIPTION = (
+        "imageInference `acceleratorOptions.dbCache`: the first Fn blocks always run (one per 12 blocks, at least "
+        "one) and their residual decides; the last Bn blocks always run (one once the model has 8 or more) to "
+        "correct the cached middle; at least every dbCacheSkipInterval steps everything runs.")
 
     @classmethod
-    def execute(cls, model: Any, dbCacheThreshold: float, dbCacheSkipInterval: int, cacheStartStep: int,
-                cacheStartStepPercentage: int, cacheEndStep: int, cacheEndStepPercentage: int,
-                cacheMaxConsecutiveSteps: int) -> io.NodeOutput:
-        return _apply("dbCache", model, dbCacheThreshold, dbCacheSkipInterval, cacheStartStep,
-                      cacheStartStepPercentage, cacheEndStep, cacheEndStepPercentage, cacheMaxConsecutiveSteps)
+    def own_inputs(cls) -> list[Any]:
+        return [_threshold(*cls.THRESHOLD),
+                io.Int.Input("dbCacheSkipInterval", default=5, min=1, max=100,
+                             tooltip="imageInference `acceleratorOptions.dbCacheSkipInterval`: a full step at least "
+                                     "every N steps (at most N-1 skipped in a row; 1 = never skip).")]

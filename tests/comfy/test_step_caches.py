@@ -97,6 +97,8 @@ def cached(model, kind, threshold, split=None, **policy):
 
 
 KINDS = ["teaCache", "fbCache", "dbCache"]
+WIDGETS = {"cacheStartStep": -1, "cacheStartStepPercentage": -1, "cacheEndStep": -1, "cacheEndStepPercentage": -1,
+           "cacheMaxConsecutiveSteps": 3}
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -249,18 +251,18 @@ def test_nodes_apply_and_refuse_bad_input(comfy, sd3):
     from imageinference.nodes.model_loader import AIRModelLoader
     from imageinference.nodes.step_cache import DBCacheNode, FBCacheNode, TeaCacheNode
 
-    m = TeaCacheNode.execute(sd3, 0.5, -1, -1, -1, -1, 3).result[0]
+    m = TeaCacheNode.execute(sd3, teaCacheDistance=0.5, **WIDGETS).result[0]
     assert m is not sd3 and "imageinference_step_cache" in m.model_options["transformer_options"]
     assert "imageinference_step_cache" not in sd3.model_options["transformer_options"]
     with pytest.raises(ContractError) as info:
-        FBCacheNode.execute(sd3, 0.2, 10, -1, 5, -1, 3)
+        FBCacheNode.execute(sd3, fbCacheThreshold=0.2, **dict(WIDGETS, cacheStartStep=10, cacheEndStep=5))
     assert info.value.parameters == ["acceleratorOptions.cacheEndStep"]
     with pytest.raises(ContractError) as info:
-        DBCacheNode.execute(m, 0.2, 5, -1, -1, -1, -1, 3)
+        DBCacheNode.execute(m, dbCacheThreshold=0.2, dbCacheSkipInterval=5, **WIDGETS)
     assert info.value.codes == ["conflictingAcceleratorOptions"]
     sd15 = AIRModelLoader.execute("test:sd15@1").result[0]
     with pytest.raises(ContractError) as info:
-        TeaCacheNode.execute(sd15, 0.5, -1, -1, -1, -1, 3)
+        TeaCacheNode.execute(sd15, teaCacheDistance=0.5, **WIDGETS)
     assert info.value.codes == ["unsupportedAcceleratorOptions"]
 
 
@@ -295,7 +297,7 @@ def test_calibrate_command_writes_what_the_teacache_node_uses(comfy, tmp_path, m
     stored = json.loads(path.read_text())["sd3"]
     assert stored["coefficients"] == report["coefficients"] and stored["thresholdScale"] > 0
     model = AIRModelLoader.execute("test:sd3@1").result[0]
-    config = TeaCacheNode.execute(model, 0.5, -1, -1, -1, -1, 3).result[0].model_options["transformer_options"][
+    config = TeaCacheNode.execute(model, teaCacheDistance=0.5, **WIDGETS).result[0].model_options["transformer_options"][
         CONFIG_KEY]
     assert list(config.coefficients) == stored["coefficients"]
     assert config.threshold == pytest.approx(0.5 * stored["thresholdScale"])
