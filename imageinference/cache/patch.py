@@ -32,15 +32,19 @@ class Layout:
 
 
 def layout_of(diffusion_model: Any) -> Layout:
-    """The block sequence of a FLUX-style or SD3 (MMDiT) transformer; ValueError for other models."""
-    if hasattr(diffusion_model, "double_blocks") and hasattr(diffusion_model, "single_blocks"):
+    """The block sequence of a FLUX-style or SD3 (MMDiT) transformer; ValueError for other models (other DiTs
+    name their blocks alike but modulate differently, so they are refused rather than guessed)."""
+    import comfy.ldm.flux.model
+    import comfy.ldm.modules.diffusionmodules.mmdit
+
+    if isinstance(diffusion_model, comfy.ldm.flux.model.Flux):
         d, s = len(diffusion_model.double_blocks), len(diffusion_model.single_blocks)
         double: list[Kind] = ["double"] * d
         single: list[Kind] = ["single"] * s
         kinds = double + single
         return Layout("flux", tuple([("double_block", i) for i in range(d)] + [("single_block", i) for i in range(s)]),
                       tuple(kinds))
-    if hasattr(diffusion_model, "joint_blocks"):
+    if isinstance(diffusion_model, comfy.ldm.modules.diffusionmodules.mmdit.MMDiT):
         n = len(diffusion_model.joint_blocks)
         doubles: list[Kind] = ["double"] * n
         return Layout("sd3", tuple(("double_block", i) for i in range(n)), tuple(doubles))
