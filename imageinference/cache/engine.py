@@ -101,7 +101,6 @@ class CacheRun:
     trace: list[tuple[float, float]] | None = None  # calibration: (probe change, residual change) per step
     ledger: SkipLedger = field(init=False)
     chunks: dict[tuple[Any, ...], ChunkCache] = field(default_factory=dict)
-    decisions: list[tuple[int, bool]] = field(default_factory=list)  # (step, skipped) per step
     forward_log: list[tuple[int, tuple[Any, ...], bool]] = field(default_factory=list)  # per forward: cond_or_uncond
     _eval_sigma: float | None = None
     _eval_seen: set[tuple[Any, ...]] = field(default_factory=set)
@@ -189,7 +188,6 @@ class CacheRun:
             decision = wants and cached and self.ledger.may_skip(self._eval_step)
             self._eval_decision = decision
             self.ledger.record(self._eval_step, decision)
-            self.decisions.append((self._eval_step, decision))
         else:
             decision = self._eval_decision and cached
         self.forward_log.append((self._eval_step, self._eval_passes, decision))

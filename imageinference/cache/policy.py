@@ -72,23 +72,22 @@ class SkipLedger:
     policy: CachePolicy
     total_steps: int
     blocks_per_forward: int
-    evaluations: int = 0
-    skipped: list[int] = field(default_factory=list)
+    decisions: list[tuple[int, bool]] = field(default_factory=list)  # (step, skipped), one per step evaluated
     run_length: int = 0
     block_calls: int = 0
     forwards: int = 0
 
     def may_skip(self, step: int) -> bool:
         start, end = self.policy.bounds(self.total_steps)
-        return start <= step < end and self.evaluations > 0 and self.run_length < self.policy.max_run
+        return start <= step < end and bool(self.decisions) and self.run_length < self.policy.max_run
 
     def record(self, step: int, skipped: bool) -> None:
-        self.evaluations += 1
-        if skipped:
-            self.skipped.append(step)
-            self.run_length += 1
-        else:
-            self.run_length = 0
+        self.decisions.append((step, skipped))
+        self.run_length = self.run_length + 1 if skipped else 0
+
+    @property
+    def skipped(self) -> list[int]:
+        return [step for step, skipped in self.decisions if skipped]
 
     @property
     def estimated_speedup(self) -> float:
@@ -97,7 +96,7 @@ class SkipLedger:
         return full / self.block_calls if self.block_calls else 1.0
 
     def summary(self, name: str) -> str:
-        return (f"{name}: skipped {len(self.skipped)}/{self.evaluations} steps, "
+        return (f"{name}: skipped {len(self.skipped)}/{len(self.decisions)} steps, "
                 f"{self.block_calls}/{self.forwards * self.blocks_per_forward} transformer block calls "
                 f"(estimated {self.estimated_speedup:.2f}x on the blocks)")
 

@@ -155,11 +155,11 @@ def test_skips_respect_max_consecutive_and_window(sd3, max_consecutive):
     cap = RunCapture(cached(sd3, "fbCache", 1.0, window=window, max_consecutive=max_consecutive))
     run(cap.model, sd3_conds(), cfg=4.5)
     (r,) = cap.runs
-    skipped = [s for s, k in r.decisions if k]
+    skipped = [s for s, k in r.ledger.decisions if k]
     assert skipped and all(3 <= s < 10 for s in skipped)
-    assert [s for s, _ in r.decisions] == list(range(STEPS))
+    assert [s for s, _ in r.ledger.decisions] == list(range(STEPS))
     streak = longest = 0
-    for _, k in r.decisions:
+    for _, k in r.ledger.decisions:
         streak = streak + 1 if k else 0
         longest = max(longest, streak)
     assert longest == max_consecutive
@@ -170,7 +170,7 @@ def test_dbcache_skip_interval_forces_a_refresh(sd3):
         cap = RunCapture(cached(sd3, "dbCache", 1.0, skip_interval=skip_interval, max_consecutive=5))
         run(cap.model, sd3_conds(), cfg=4.5)
         streak = longest = 0
-        for _, k in cap.runs[0].decisions:
+        for _, k in cap.runs[0].ledger.decisions:
             streak = streak + 1 if k else 0
             longest = max(longest, streak)
         return longest

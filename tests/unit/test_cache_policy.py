@@ -66,7 +66,9 @@ def test_step_index_matches_the_schedule_and_midpoints():
 
 def test_summary_and_warnings():
     ledger = SkipLedger(CachePolicy(), 4, 10)
-    ledger.forwards, ledger.block_calls, ledger.evaluations, ledger.skipped = 4, 20, 4, [1, 2]
+    ledger.forwards, ledger.block_calls = 4, 20
+    for step, skipped in ((0, False), (1, True), (2, True), (3, False)):
+        ledger.record(step, skipped)
     assert ledger.summary("TeaCache") == ("TeaCache: skipped 2/4 steps, 20/40 transformer block calls "
                                           "(estimated 2.00x on the blocks)")
     assert len(run_warnings("X", 4, True)) == 2 and run_warnings("X", 28, False) == []
