@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .cache.fields import CACHE_FIELDS, WINDOW_FIELDS
 from .catalog import TYPED_IN
 from .schema.errors import ApiError, ContractError, code_for
 from .schema.validate import validate_task
@@ -28,9 +29,7 @@ NOT_YET = {
     "trueCFGScale": "true CFG", "settings": "model settings", "providerSettings": "provider settings",
     "acceleration": "acceleration presets", "upscaleFactor": "top-level upscaleFactor",
 }
-CACHES = {"teaCache": ("ImageInferenceTeaCache", "teaCacheDistance"),
-          "fbCache": ("ImageInferenceFBCache", "fbCacheThreshold"),
-          "dbCache": ("ImageInferenceDBCache", "dbCacheThreshold")}
+
 NODE = {"loader": "1", "lora": "2", "prompt": "3", "sampler": "4", "output": "5", "seed": "6", "mask": "7",
         "outpaint": "10", "hires": "11", "cache": "12"}
 CONTROLNET_BASE = 20  # controlNet[i] -> guide image node 20+2i, apply node 21+2i
@@ -50,7 +49,7 @@ def unsupported(d: dict[str, Any]) -> list[ApiError]:
         errors.append(ApiError("unsupportedAcceleratorOptions", "DeepCache is for UNet models and has no local "
                                "engine in this pack yet; FLUX and SD3 have teaCache, fbCache and dbCache",
                                "acceleratorOptions.deepCache"))
-    chosen = [k for k in CACHES if acc.get(k)]
+    chosen = [k for k in CACHE_FIELDS if acc.get(k)]
     if len(chosen) > 1:
         errors.append(ApiError("conflictingAcceleratorOptions", f"choose one step cache; the request enables "
                                f"{', '.join(chosen)}", f"acceleratorOptions.{chosen[1]}"))
@@ -67,7 +66,7 @@ def compile_request(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     errors = unsupported(canonical)
     if errors:
         raise ContractError([e.with_task(canonical["taskUUID"]) for e in errors])
-    if "acceleratorOptions" in canonical and not any(canonical["acceleratorOptions"].get(k) for k in CACHES):
+    if "acceleratorOptions" in canonical and not any(canonical["acceleratorOptions"].get(k) for k in CACHE_FIELDS):
         del canonical["acceleratorOptions"]  # no cache switched on: the options do nothing
     d = canonical
     model_ref = [NODE["loader"], 0]
@@ -81,12 +80,11 @@ def compile_request(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             "model": model_ref, "clip": clip_ref, "lora": json.dumps(d["lora"])}}
         model_ref, clip_ref = [NODE["lora"], 0], [NODE["lora"], 1]
     acc = d.get("acceleratorOptions") or {}
-    for switch, (class_type, threshold) in CACHES.items():
+    for switch, (class_type, threshold) in CACHE_FIELDS.items():
         if acc.get(switch):
             cache_inputs: dict[str, Any] = {"model": model_ref, threshold: acc[threshold],
                                             "cacheMaxConsecutiveSteps": acc["cacheMaxConsecutiveSteps"]}
-            cache_inputs.update({k: acc.get(k, -1) for k in ("cacheStartStep", "cacheStartStepPercentage",
-                                                             "cacheEndStep", "cacheEndStepPercentage")})
+            cache_inputs.update({k: acc.get(k, -1) for k in WINDOW_FIELDS})
             if switch == "dbCache":
                 cache_inputs["dbCacheSkipInterval"] = acc["dbCacheSkipInterval"]
             prompt[NODE["cache"]] = {"class_type": class_type, "inputs": cache_inputs}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cache.fields import CACHE_FIELDS, WINDOW_FIELDS
 from .catalog import Catalog, chosen_air
 from .samplers.schedulers import SCHEDULERS
 from .schema.validate import validate_task
@@ -318,10 +319,7 @@ class _Tracer:
         self.image(i.get("images"))
 
 
-CACHE_NODES = {"ImageInferenceTeaCache": ("teaCache", "teaCacheDistance"),
-               "ImageInferenceFBCache": ("fbCache", "fbCacheThreshold"),
-               "ImageInferenceDBCache": ("dbCache", "dbCacheThreshold")}
-CACHE_WINDOW = ("cacheStartStep", "cacheStartStepPercentage", "cacheEndStep", "cacheEndStepPercentage")
+CACHE_NODES = {fields.class_type: (kind, fields.threshold) for kind, fields in CACHE_FIELDS.items()}
 
 
 def cache_options(class_type: str, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -331,7 +329,7 @@ def cache_options(class_type: str, inputs: dict[str, Any]) -> dict[str, Any]:
                            "cacheMaxConsecutiveSteps": int(inputs["cacheMaxConsecutiveSteps"])}
     if switch == "dbCache":
         out["dbCacheSkipInterval"] = int(inputs["dbCacheSkipInterval"])
-    out.update({k: int(inputs[k]) for k in CACHE_WINDOW if int(inputs.get(k, -1)) >= 0})
+    out.update({k: int(inputs[k]) for k in WINDOW_FIELDS if int(inputs.get(k, -1)) >= 0})
     return out
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..samplers.windows import StepWindow
-from .engine import CacheConfig, CacheKind
+from .engine import CacheConfig
+from .fields import CACHE_FIELDS, CacheKind
 from .policy import CachePolicy
 from .profiles import (
     BlockSplit,
@@ -16,10 +17,6 @@ from .profiles import (
     load_calibrations,
     teacache_profile,
 )
-
-KINDS: tuple[CacheKind, ...] = ("teaCache", "fbCache", "dbCache")
-THRESHOLD_FIELD: dict[CacheKind, str] = {"teaCache": "teaCacheDistance", "fbCache": "fbCacheThreshold",
-                                         "dbCache": "dbCacheThreshold"}
 
 
 class LayoutLike(Protocol):
@@ -42,7 +39,7 @@ def cache_config(kind: CacheKind, threshold: float, layout: LayoutLike, *, windo
         return CacheConfig(kind, profile.threshold(threshold), BlockSplit(0, 0),
                            CachePolicy(window, max_consecutive), profile.coefficients)
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"{THRESHOLD_FIELD[kind]} must be within 0-1")
+        raise ValueError(f"{CACHE_FIELDS[kind].threshold} must be within 0-1")
     if blocks < 2:
         raise ValueError(f"{kind} needs a model with at least 2 transformer blocks")
     if kind == "fbCache":
@@ -50,6 +47,3 @@ def cache_config(kind: CacheKind, threshold: float, layout: LayoutLike, *, windo
     return CacheConfig(kind, threshold, dbcache_split(blocks),
                        CachePolicy(window, max_consecutive, refresh_interval=skip_interval))
 
-
-def describe(config: CacheConfig) -> dict[str, Any]:
-    return {"cache": config.name, "threshold": config.threshold, "maxRun": config.policy.max_run}

@@ -12,7 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import comfy.patcher_extension
+import comfy.sample
+import comfy.utils
 import numpy as np
+import torch
 
 from .engine import CacheConfig, CacheRun
 from .fitting import fit
@@ -45,10 +49,6 @@ def calibrate(model: Any, prompts: Sequence[Any], *, steps: int = 28, seeds: Seq
               cfg: float = 1.0, negative: Any = None, width: int = 64, height: int = 64,
               sampler: str = "euler", scheduler: str = "simple") -> Calibration:
     """Sample every prompt (ComfyUI CONDITIONING) with every seed, uncached, and fit the polynomial."""
-    import comfy.sample
-    import comfy.utils
-    import torch
-
     layout = model_layout(model)
     points: list[tuple[float, float]] = []
     # a TeaCache that never skips (threshold 0) observes every step; its run records the trace
@@ -62,8 +62,6 @@ def calibrate(model: Any, prompts: Sequence[Any], *, steps: int = 28, seeds: Seq
             run.trace = []
             runs.append(run)
         return executor(*args, **kwargs)
-
-    import comfy.patcher_extension
 
     traced.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, "imageinference_calibrate",
                                 keep_run)

@@ -20,11 +20,11 @@ from typing import Any, Literal
 
 import torch
 
+from .fields import CacheKind
 from .policy import CachePolicy, SkipLedger, step_index
 from .profiles import IDENTITY, BlockSplit, polyval
 
 Kind = Literal["double", "single"]
-CacheKind = Literal["teaCache", "fbCache", "dbCache"]
 State = dict[str, torch.Tensor | None]
 Block = Callable[[dict[str, Any]], dict[str, Any]]
 Probe = Callable[[dict[str, Any]], torch.Tensor]

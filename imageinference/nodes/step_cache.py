@@ -8,7 +8,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..cache.build import cache_config
-from ..cache.engine import CacheKind
+from ..cache.fields import CACHE_FIELDS, WINDOW_FIELDS, CacheKind
 from ..cache.patch import apply_step_cache, model_layout
 from ..cache.policy import MAX_CONSECUTIVE_DEFAULT
 from ..schema.errors import ContractError
@@ -83,8 +83,8 @@ class _StepCacheNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, model: Any, **widgets: Any) -> io.NodeOutput:
-        window = step_window(BASE, *((name, int(widgets[name])) for name in (
-            "cacheStartStep", "cacheEndStep", "cacheStartStepPercentage", "cacheEndStepPercentage")))
+        start, start_pct, end, end_pct = ((name, int(widgets[name])) for name in WINDOW_FIELDS)
+        window = step_window(BASE, start, end, start_pct, end_pct)
         skip_interval = widgets.get("dbCacheSkipInterval")
         return _apply(cls.KIND, model, float(widgets[cls.THRESHOLD[0]]),
                       None if skip_interval is None else int(skip_interval), window,
@@ -93,7 +93,7 @@ class _StepCacheNode(io.ComfyNode):
 
 class TeaCacheNode(_StepCacheNode):
     KIND, NAME, DISPLAY = "teaCache", "TeaCache", "TeaCache (imageInference)"
-    THRESHOLD = ("teaCacheDistance", 0.5)
+    THRESHOLD = (CACHE_FIELDS["teaCache"].threshold, 0.5)
     DESCRIPTION = (
         "imageInference `acceleratorOptions.teaCache`: before each step, the change of the first block's "
         "timestep-modulated input is rescaled by the model family's polynomial (published for FLUX, or fitted by "
@@ -104,7 +104,7 @@ class TeaCacheNode(_StepCacheNode):
 
 class FBCacheNode(_StepCacheNode):
     KIND, NAME, DISPLAY = "fbCache", "FBCache", "First Block Cache (imageInference)"
-    THRESHOLD = ("fbCacheThreshold", 0.25)
+    THRESHOLD = (CACHE_FIELDS["fbCache"].threshold, 0.25)
     DESCRIPTION = (
         "imageInference `acceleratorOptions.fbCache`: the first transformer block always runs; when its residual "
         "moved less than fbCacheThreshold (relative L1) since the last computed step, the remaining blocks are "
@@ -113,7 +113,7 @@ class FBCacheNode(_StepCacheNode):
 
 class DBCacheNode(_StepCacheNode):
     KIND, NAME, DISPLAY = "dbCache", "DBCache", "DBCache (imageInference)"
-    THRESHOLD = ("dbCacheThreshold", 0.25)
+    THRESHOLD = (CACHE_FIELDS["dbCache"].threshold, 0.25)
     DESCRIPTION = (
         "imageInference `acceleratorOptions.dbCache`: the first Fn blocks always run (one per 12 blocks, at least "
         "one) and their residual decides; the last Bn blocks always run (one once the model has 8 or more) to "
