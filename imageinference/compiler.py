@@ -11,16 +11,11 @@ from typing import Any
 
 from .cache.fields import CACHE_FIELDS, WINDOW_FIELDS
 from .catalog import TYPED_IN
+from .interop.graph import GraphBuilder
+from .interop.registry import handled_fields, handled_switches, run_stage
 from .schema.errors import ApiError, ContractError, code_for
 from .schema.validate import validate_task
 
-# canonical fields the compiled graph carries; everything else must be absent or at its default
-COMPILED = {
-    "taskType", "taskUUID", "outputType", "outputFormat", "outputQuality", "ttl", "includeCost", "numberResults",
-    "deliveryMethod", "model", "positivePrompt", "negativePrompt", "width", "height", "seed", "steps", "scheduler",
-    "CFGScale", "clipSkip", "promptWeighting", "strength", "maskMargin", "vae", "inputs", "outpaint", "lora",
-    "controlNet", "hiresFix", "acceleratorOptions",
-}
 NOT_YET = {
     "ipAdapters": "IP-Adapters", "pulid": "PuLID", "ultralytics": "the face detailer", "layerDiffuse": "LayerDiffuse",
     "refiner": "the SDXL refiner", "photoMaker": "PhotoMaker", "embeddings": "textual-inversion embeddings",
@@ -33,23 +28,27 @@ NOT_YET = {
 NODE = {"loader": "1", "lora": "2", "prompt": "3", "sampler": "4", "output": "5", "seed": "6", "mask": "7",
         "outpaint": "10", "hires": "11", "cache": "12"}
 CONTROLNET_BASE = 20  # controlNet[i] -> guide image node 20+2i, apply node 21+2i
+SWITCHES = (*CACHE_FIELDS, "deepCache")
 
 
 def unsupported(d: dict[str, Any]) -> list[ApiError]:
     errors = []
+    handled = handled_fields()
     for field, what in NOT_YET.items():
         value = d.get(field)
+        if field in handled:
+            continue
         if value is None or value is False or (field == "safety" and not value.get("checkContent")
                                                and value.get("mode") in (None, "none")):
             continue
         errors.append(ApiError(code_for("unsupported", field),
                                f"{what} ('{field}') has no local engine in this pack yet", field))
     acc = d.get("acceleratorOptions") or {}
-    if acc.get("deepCache"):
+    if acc.get("deepCache") and "deepCache" not in handled_switches():
         errors.append(ApiError("unsupportedAcceleratorOptions", "DeepCache is for UNet models and has no local "
                                "engine in this pack yet; FLUX and SD3 have teaCache, fbCache and dbCache",
                                "acceleratorOptions.deepCache"))
-    chosen = [k for k in CACHE_FIELDS if acc.get(k)]
+    chosen = [k for k in SWITCHES if acc.get(k)]
     if len(chosen) > 1:
         errors.append(ApiError("conflictingAcceleratorOptions", f"choose one step cache; the request enables "
                                f"{', '.join(chosen)}", f"acceleratorOptions.{chosen[1]}"))
@@ -66,71 +65,71 @@ def compile_request(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     errors = unsupported(canonical)
     if errors:
         raise ContractError([e.with_task(canonical["taskUUID"]) for e in errors])
-    if "acceleratorOptions" in canonical and not any(canonical["acceleratorOptions"].get(k) for k in CACHE_FIELDS):
+    if "acceleratorOptions" in canonical and not any(canonical["acceleratorOptions"].get(k) for k in SWITCHES):
         del canonical["acceleratorOptions"]  # no cache switched on: the options do nothing
     d = canonical
-    model_ref = [NODE["loader"], 0]
-    clip_ref = [NODE["loader"], 1]
-    prompt: dict[str, Any] = {
-        NODE["loader"]: {"class_type": "ImageInferenceModelLoader",
-                         "inputs": {"model": TYPED_IN, "air": d["model"], "vae": d.get("vae", "")}},
-    }
+    g = GraphBuilder()
+    g.add(NODE["loader"], "ImageInferenceModelLoader", {"model": TYPED_IN, "air": d["model"], "vae": d.get("vae", "")})
+    g.model, g.clip, g.vae = g.ref(NODE["loader"], 0), g.ref(NODE["loader"], 1), g.ref(NODE["loader"], 2)
     if d.get("lora"):
-        prompt[NODE["lora"]] = {"class_type": "ImageInferenceLoraStack", "inputs": {
-            "model": model_ref, "clip": clip_ref, "lora": json.dumps(d["lora"])}}
-        model_ref, clip_ref = [NODE["lora"], 0], [NODE["lora"], 1]
+        g.add(NODE["lora"], "ImageInferenceLoraStack", {"model": g.model, "clip": g.clip, "lora": json.dumps(d["lora"])})
+        g.model, g.clip = g.ref(NODE["lora"], 0), g.ref(NODE["lora"], 1)
+    run_stage("model", d, g)
     acc = d.get("acceleratorOptions") or {}
     for switch, (class_type, threshold) in CACHE_FIELDS.items():
         if acc.get(switch):
-            cache_inputs: dict[str, Any] = {"model": model_ref, threshold: acc[threshold],
+            cache_inputs: dict[str, Any] = {"model": g.model, threshold: acc[threshold],
                                             "cacheMaxConsecutiveSteps": acc["cacheMaxConsecutiveSteps"]}
             cache_inputs.update({k: acc.get(k, -1) for k in WINDOW_FIELDS})
             if switch == "dbCache":
                 cache_inputs["dbCacheSkipInterval"] = acc["dbCacheSkipInterval"]
-            prompt[NODE["cache"]] = {"class_type": class_type, "inputs": cache_inputs}
-            model_ref = [NODE["cache"], 0]
-    prompt[NODE["prompt"]] = {"class_type": "ImageInferencePrompt", "inputs": {
-        "clip": clip_ref, "positivePrompt": d["positivePrompt"], "negativePrompt": d.get("negativePrompt", ""),
-        "promptWeighting": d.get("promptWeighting", "none"), "clipSkip": d.get("clipSkip", -1)}}
-    positive, negative = [NODE["prompt"], 0], [NODE["prompt"], 1]
+            g.add(NODE["cache"], class_type, cache_inputs)
+            g.model = g.ref(NODE["cache"], 0)
+    run_stage("clip", d, g)
+    g.add(NODE["prompt"], "ImageInferencePrompt", {
+        "clip": g.clip, "positivePrompt": d["positivePrompt"], "negativePrompt": d.get("negativePrompt", ""),
+        "promptWeighting": d.get("promptWeighting", "none"), "clipSkip": d.get("clipSkip", -1)})
+    g.positive, g.negative = g.ref(NODE["prompt"], 0), g.ref(NODE["prompt"], 1)
     for i, cn in enumerate(d.get("controlNet") or []):
-        guide, apply = str(CONTROLNET_BASE + 2 * i), str(CONTROLNET_BASE + 2 * i + 1)
-        prompt[guide] = {"class_type": "ImageInferenceLoadImage", "inputs": {"image": cn["guideImage"],
-                                                                             "role": "guideImage"}}
-        prompt[apply] = {"class_type": "ImageInferenceControlNet", "inputs": {
-            "positive": positive, "negative": negative, "guideImage": [guide, 0], "model": TYPED_IN, "air": cn["model"],
-            "weight": cn["weight"], "startStep": cn.get("startStep", -1), "endStep": cn.get("endStep", -1),
-            "startStepPercentage": cn.get("startStepPercentage", -1),
-            "endStepPercentage": cn.get("endStepPercentage", -1), "controlMode": cn["controlMode"],
-            "vae": [NODE["loader"], 2]}}
-        positive, negative = [apply, 0], [apply, 1]
-    sampler: dict[str, Any] = {
-        "model": model_ref, "vae": [NODE["loader"], 2], "positive": positive, "negative": negative,
+        guide, apply = CONTROLNET_BASE + 2 * i, CONTROLNET_BASE + 2 * i + 1
+        g.add(guide, "ImageInferenceLoadImage", {"image": cn["guideImage"], "role": "guideImage"})
+        g.add(apply, "ImageInferenceControlNet", {
+            "positive": g.positive, "negative": g.negative, "guideImage": g.ref(guide), "model": TYPED_IN,
+            "air": cn["model"], "weight": cn["weight"], "startStep": cn.get("startStep", -1),
+            "endStep": cn.get("endStep", -1), "startStepPercentage": cn.get("startStepPercentage", -1),
+            "endStepPercentage": cn.get("endStepPercentage", -1), "controlMode": cn["controlMode"], "vae": g.vae})
+        g.positive, g.negative = g.ref(apply, 0), g.ref(apply, 1)
+    run_stage("conditioning", d, g)
+    g.sampler = {
+        "model": g.model, "vae": g.vae, "positive": g.positive, "negative": g.negative,
         "width": d["width"], "height": d["height"], "seed": d.get("seed", -1), "steps": d["steps"],
         "scheduler": d["scheduler"], "CFGScale": d["CFGScale"], "numberResults": d["numberResults"],
         "strength": d.get("strength", 0.8), "maskMargin": d.get("maskMargin", 0)}
     inputs = d.get("inputs") or {}
     if inputs.get("seedImage"):
-        prompt[NODE["seed"]] = {"class_type": "ImageInferenceLoadImage",
-                                "inputs": {"image": inputs["seedImage"], "role": "seedImage"}}
-        sampler["seedImage"] = [NODE["seed"], 0]
+        g.add(NODE["seed"], "ImageInferenceLoadImage", {"image": inputs["seedImage"], "role": "seedImage"})
+        g.sampler["seedImage"] = g.ref(NODE["seed"], 0)
     if inputs.get("maskImage"):
-        prompt[NODE["mask"]] = {"class_type": "ImageInferenceLoadImage",
-                                "inputs": {"image": inputs["maskImage"], "role": "maskImage"}}
-        sampler["maskImage"] = [NODE["mask"], 1]
+        g.add(NODE["mask"], "ImageInferenceLoadImage", {"image": inputs["maskImage"], "role": "maskImage"})
+        g.sampler["maskImage"] = g.ref(NODE["mask"], 1)
     if d.get("outpaint"):
-        prompt[NODE["outpaint"]] = {"class_type": "ImageInferenceOutpaint", "inputs": dict(d["outpaint"])}
-        sampler["outpaint"] = [NODE["outpaint"], 0]
+        g.add(NODE["outpaint"], "ImageInferenceOutpaint", dict(d["outpaint"]))
+        g.sampler["outpaint"] = g.ref(NODE["outpaint"], 0)
     if d.get("hiresFix") is not None:
         h = d["hiresFix"]
-        prompt[NODE["hires"]] = {"class_type": "ImageInferenceHiresFix", "inputs": {
+        g.add(NODE["hires"], "ImageInferenceHiresFix", {
             "model": "true (defaults)" if h is True else h["model"],
             "steps": 0 if h is True else h.get("steps", 0),
-            "strength": -1.0 if h is True else h.get("strength", -1.0), "upscaleFactor": "4"}}
-        sampler["hiresFix"] = [NODE["hires"], 0]
-    prompt[NODE["sampler"]] = {"class_type": "ImageInferenceSampler", "inputs": sampler}
-    prompt[NODE["output"]] = {"class_type": "ImageInferenceOutput", "inputs": {
-        "images": [NODE["sampler"], 0], "outputFormat": d["outputFormat"], "outputQuality": d["outputQuality"],
+            "strength": -1.0 if h is True else h.get("strength", -1.0), "upscaleFactor": "4"})
+        g.sampler["hiresFix"] = g.ref(NODE["hires"], 0)
+    run_stage("sampler", d, g)
+    g.add(NODE["sampler"], "ImageInferenceSampler", g.sampler)
+    g.image = g.ref(NODE["sampler"], 0)
+    run_stage("image", d, g)
+    output = g.add(NODE["output"], "ImageInferenceOutput", {
+        "images": g.image, "outputFormat": d["outputFormat"], "outputQuality": d["outputQuality"],
         "outputType": d["outputType"], "ttl": d.get("ttl", 0), "includeCost": d["includeCost"],
-        "seeds": [NODE["sampler"], 1], "taskUUID": d["taskUUID"], "request": json.dumps(canonical)}}
-    return canonical, prompt
+        "seeds": g.ref(NODE["sampler"], 1), "taskUUID": d["taskUUID"], "request": json.dumps(canonical)})
+    g.sampler = g.nodes[output]["inputs"]  # the output stage edits the output node's inputs
+    run_stage("output", d, g)
+    return canonical, g.nodes

@@ -20,6 +20,7 @@ from typing import Any
 
 from .cache.fields import CACHE_FIELDS, WINDOW_FIELDS
 from .catalog import Catalog, chosen_air
+from .interop.registry import ExportContext, NodeExport, node_exports
 from .samplers.schedulers import SCHEDULERS
 from .schema.validate import validate_task
 
@@ -36,8 +37,9 @@ class Export:
         return {"request": self.request, "notExportable": self.not_exportable}
 
 
-class _Tracer:
+class _Tracer(ExportContext):
     def __init__(self, prompt: dict[str, Any], catalog: Catalog, read_image: ImageReader | None):
+        self.exports = node_exports()
         self.prompt = prompt
         self.catalog = catalog
         self.read_image = read_image
@@ -46,6 +48,17 @@ class _Tracer:
         self.visited: set[str] = set()
 
     # -- helpers
+    def feature(self, class_type: str, chain: str) -> NodeExport | None:
+        found = self.exports.get(class_type)
+        return found if found is not None and found.chain == chain else None
+
+    def options(self, inputs: dict[str, Any]) -> None:
+        """Export the option nodes (a feature's settings node) linked into the sampler's or the output's inputs."""
+        for value in inputs.values():
+            linked = self.node(value) if isinstance(value, list) else None
+            if linked and (feature := self.feature(linked[1]["class_type"], "option")):
+                feature.export(self, *linked)
+
     def node(self, ref: Any) -> tuple[str, dict[str, Any]] | None:
         if isinstance(ref, list) and len(ref) == 2 and str(ref[0]) in self.prompt:
             nid = str(ref[0])
@@ -119,6 +132,10 @@ class _Tracer:
             air = self.air_for_file("diffusion_models", str(inputs.get("unet_name")), nid, node)
             if air:
                 self.req["model"] = air
+        elif feature := self.feature(ct, "model"):
+            feature.export(self, nid, node)
+            if feature.upstream:
+                self.model(inputs.get(feature.upstream))
         else:
             self.note(nid, node, "changes the model in a way the request cannot express")
 
@@ -161,6 +178,10 @@ class _Tracer:
                 if entry:
                     self.req.setdefault("controlNet", []).insert(0, entry)
             self.conditioning(inputs.get(which), which)
+        elif feature := self.feature(ct, "conditioning"):
+            if which == "positive":
+                feature.export(self, nid, node)
+            self.conditioning(inputs.get(which if which in inputs else feature.upstream or which), which)
         else:
             self.note(nid, node, f"builds the {which} conditioning in a way the request cannot express")
 
@@ -175,6 +196,10 @@ class _Tracer:
             self.clip(inputs.get("clip"))
         elif ct in ("ImageInferenceLoraStack", "LoraLoader"):
             pass  # traced on the model side
+        elif feature := self.feature(ct, "clip"):
+            feature.export(self, nid, node)
+            if feature.upstream:
+                self.clip(inputs.get(feature.upstream))
         elif ct not in ("ImageInferenceModelLoader", "CheckpointLoaderSimple", "DualCLIPLoader", "CLIPLoader",
                         "TripleCLIPLoader"):
             self.note(nid, node, "changes the text encoder in a way the request cannot express")
@@ -228,6 +253,7 @@ class _Tracer:
                     self.req["maskMargin"] = int(i["maskMargin"])
         if "outpaint" in i and (op := self.node(i["outpaint"])):
             self.req["outpaint"] = {k: op[1]["inputs"][k] for k in ("top", "right", "bottom", "left", "blur")}
+        self.options(i)
         if "hiresFix" in i and (hf := self.node(i["hiresFix"])):
             h = hf[1]["inputs"]
             if h.get("model") == "true (defaults)":
@@ -295,6 +321,10 @@ class _Tracer:
                 self.core_sampler(*sampler)
             elif sampler:
                 self.note(sampler[0], sampler[1], "samples in a way the request cannot express")
+        elif feature := self.feature(ct, "image"):
+            feature.export(self, nid, node)
+            if feature.upstream:
+                self.image(i.get(feature.upstream))
         else:
             self.note(nid, node, "makes the final image in a way the request cannot express")
 
@@ -307,6 +337,7 @@ class _Tracer:
                 self.req["ttl"] = int(i["ttl"])
             if (i.get("taskUUID") or "").strip():
                 self.req["taskUUID"] = i["taskUUID"].strip()
+            self.options({k: v for k, v in i.items() if k not in ("images", "seeds")})
         elif ct == "SaveImage":
             self.req["outputFormat"] = "PNG"
         elif ct == "ImageInferenceExport":

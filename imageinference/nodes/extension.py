@@ -26,7 +26,3 @@ def node_classes() -> list[type[io.ComfyNode]]:
 class ImageInferenceExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return node_classes()
-
-
-async def comfy_entrypoint() -> ImageInferenceExtension:
-    return ImageInferenceExtension()
