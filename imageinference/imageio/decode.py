@@ -9,8 +9,9 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import struct
 
-from PIL import Image
+from PIL import Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
 from ..schema.errors import ContractError, code_for
 from ..schema.images import DATA_URI, IMAGE_FORMATS_MESSAGE, image_string_kind
@@ -18,7 +19,14 @@ from .fetch import FetchError, fetch_bytes
 from .limits import Limits
 from .store import ImageStore
 
-PIL_FORMATS = ["PNG", "JPEG", "WEBP"]
+# Each accepted format opened by its own plugin class: `Image.open` may be replaced by other libraries at run
+# time (ultralytics patches it to retry through an optional HEIF plugin), and only these three formats are allowed.
+_PLUGINS: tuple[tuple[bytes, type[Image.Image]], ...] = (
+    (b"\x89PNG\r\n\x1a\n", PngImagePlugin.PngImageFile),
+    (b"\xff\xd8\xff", JpegImagePlugin.JpegImageFile),
+    (b"RIFF", WebPImagePlugin.WebPImageFile),
+)
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, Image.DecompressionBombError)
 
 
 def _error(parameter: str, detail: str) -> ContractError:
@@ -56,16 +64,19 @@ def image_bytes(value: str, parameter: str, store: ImageStore | None, limits: Li
 
 
 def open_image(data: bytes, parameter: str, limits: Limits) -> Image.Image:
+    plugin = next((cls for magic, cls in _PLUGINS if data.startswith(magic)), None)
+    if plugin is None:
+        raise _error(parameter, "not a PNG, JPG or WEBP image")
     try:
-        img = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        img = plugin(io.BytesIO(data))
+    except _DECODE_ERRORS as exc:
         raise _error(parameter, f"not a PNG, JPG or WEBP image ({exc})") from exc
     w, h = img.size
     if w * h > limits.max_pixels:
         raise _error(parameter, f"{w}x{h} is over the {limits.max_pixels}-pixel limit")
     try:
         img.load()
-    except (OSError, ValueError) as exc:
+    except _DECODE_ERRORS as exc:
         raise _error(parameter, f"the image data is damaged ({exc})") from exc
     return img
 

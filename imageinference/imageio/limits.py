@@ -17,7 +17,8 @@ def _env_int(name: str, default: int) -> int:
 class Limits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 4096 * 4096
-    fetch_timeout_s: float = 15.0
+    fetch_timeout_s: float = 15.0  # one socket operation
+    fetch_deadline_s: float = 30.0  # the whole fetch, redirects and body included
     max_redirects: int = 3
     allow_private_urls: bool = False
 
@@ -27,5 +28,6 @@ class Limits:
             max_bytes=_env_int("IMAGEINFERENCE_MAX_IMAGE_BYTES", cls.max_bytes),
             max_pixels=_env_int("IMAGEINFERENCE_MAX_IMAGE_PIXELS", cls.max_pixels),
             fetch_timeout_s=float(_env_int("IMAGEINFERENCE_FETCH_TIMEOUT", int(cls.fetch_timeout_s))),
+            fetch_deadline_s=float(_env_int("IMAGEINFERENCE_FETCH_DEADLINE", int(cls.fetch_deadline_s))),
             allow_private_urls=os.environ.get("IMAGEINFERENCE_ALLOW_PRIVATE_URLS", "") in ("1", "true", "yes"),
         )

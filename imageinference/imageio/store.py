@@ -1,13 +1,18 @@
 """Images this pack produced or stored, addressed by their UUID (`imageUUID` in responses, usable as inputs).
 
 Files live in one folder as `<uuid>.<ext>`; a UUID is looked up only by that exact name, so no input can name a
-path. Files given a `ttl` are listed with their expiry in `expiry.json` and removed once expired.
+path. Files given a `ttl` are listed with their expiry in `expiry.json` and removed once expired. That index is
+a file in an output folder that other clients can write to (ComfyUI's /upload/image accepts type=output), so
+expiry deletes only names of the store's own form (`<uuid v4>.<png|jpg|webp>`) directly inside the folder;
+anything else in the index is dropped from it and logged.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +20,8 @@ from pathlib import Path
 from ..schema.images import UUID_V4
 
 EXTENSIONS = {"PNG": "png", "JPG": "jpg", "WEBP": "webp"}
+STORED_NAME = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\.(png|jpg|webp)$")
+log = logging.getLogger("imageinference.store")
 
 
 class ImageStore:
@@ -54,13 +61,24 @@ class ImageStore:
         """Delete files whose ttl has passed; return their names."""
         index = self._index()
         now = time.time() if now is None else now
+        foreign = [name for name in index if not self._own(name)]
+        for name in foreign:
+            log.warning("image store: ignoring %r in %s: not a name this store writes", name[:120],
+                        self.root / "expiry.json")
+            del index[name]
         gone = [name for name, deadline in index.items() if deadline <= now]
         for name in gone:
             (self.root / name).unlink(missing_ok=True)
             del index[name]
-        if gone:
+        if gone or foreign:
             self._write_index(index)
         return gone
+
+    def _own(self, name: str) -> bool:
+        if not STORED_NAME.match(name):
+            return False
+        path = (self.root / name).resolve()
+        return path.parent == self.root.resolve()
 
     def _index(self) -> dict[str, float]:
         try:

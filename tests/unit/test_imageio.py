@@ -4,6 +4,7 @@ import base64
 import http.server
 import io
 import threading
+import time
 import uuid
 
 import pytest
@@ -48,6 +49,25 @@ def test_bad_images_are_contract_errors(value, limits, code, tmp_path):
     assert info.value.parameters == ["inputs.seedImage"]
 
 
+@pytest.mark.parametrize("url", ["http://100.64.0.1/latest/meta-data", "http://[2002:7f00:1::1]/a.png",
+                                 "http://[64:ff9b::a9fe:a9fe]/a", "http://192.0.2.10/a.png",
+                                 "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/a", "http://198.18.0.1/a.png"])
+def test_only_globally_routable_addresses_are_fetched(url):
+    """Shared space (100.64/10, where cloud metadata can live), 6to4 / NAT64 / Teredo forms of inner addresses,
+    documentation and benchmarking ranges: none is globally routable."""
+    with pytest.raises(FetchError, match="refusing"):
+        fetch_bytes(url, Limits())
+
+
+def test_public_address_rule_looks_inside_ipv6_forms():
+    from imageinference.imageio.fetch import is_public_address
+
+    assert is_public_address("8.8.8.8") and is_public_address("2606:4700:4700::1111")
+    assert is_public_address("2002:808:808::1")  # 6to4 of 8.8.8.8
+    assert not is_public_address("2002:a00:1::1")  # 6to4 of 10.0.0.1
+    assert not is_public_address("::ffff:169.254.169.254")
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1/a.png", "http://localhost:9/a.png", "http://10.0.0.1/a.png",
                                  "http://169.254.169.254/latest/meta-data", "http://[::1]/a.png",
                                  "http://192.168.1.1/a.png", "http://0.0.0.0/a.png", "http://[::ffff:127.0.0.1]/a"])
@@ -70,6 +90,18 @@ def local_server():
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             hits.append(self.path)
+            if self.path == "/drip":  # headers at once, then one byte every 0.2 s: each read is quick
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.end_headers()
+                for byte in body:
+                    try:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    time.sleep(0.2)
+                return
             if self.path == "/redirect":
                 self.send_response(302)
                 self.send_header("Location", "/a.png")
@@ -111,6 +143,49 @@ def test_fetch_from_loopback_only_when_allowed(local_server):
         fetch_bytes(f"{base}/big", Limits(allow_private_urls=True, max_bytes=len(body) * 10))
     img = decode_image_string(f"{base}/a.png", "controlNet.0.guideImage", None, allowed)
     assert img.size == (16, 8)
+
+
+def test_a_slow_drip_cannot_outlast_the_fetch_deadline(local_server):
+    base, body, _hits = local_server
+    limits = Limits(allow_private_urls=True, fetch_timeout_s=5, fetch_deadline_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="longer than 1 s"):
+        fetch_bytes(f"{base}/drip", limits)
+    assert time.monotonic() - started < 3  # the body would take len(body) * 0.2 s
+    assert len(body) * 0.2 > 10
+
+
+def test_expiry_deletes_only_the_stores_own_files(tmp_path):
+    """expiry.json can be planted by any client (ComfyUI's /upload/image writes to the output folder)."""
+    import json
+
+    root = tmp_path / "store"
+    store = ImageStore(root)
+    mine = store.save(str(uuid.uuid4()), "PNG", png_bytes(), ttl=60)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    inside = root / "notes.txt"
+    inside.write_text("keep me too")
+    index = json.loads((root / "expiry.json").read_text())
+    index.update({"../victim.txt": 0, "notes.txt": 0, str(victim): 0, "expiry.json": 0})
+    (root / "expiry.json").write_text(json.dumps(index))
+    assert store.expire(now=time.time() + 61) == [mine.name]
+    assert victim.read_text() == "keep me" and inside.read_text() == "keep me too"
+    assert not mine.exists()
+    assert json.loads((root / "expiry.json").read_text()) == {}
+
+
+def test_decoding_does_not_depend_on_image_open(monkeypatch):
+    """ultralytics replaces PIL.Image.open with a version that imports an optional HEIF plugin on failure;
+    decoding must keep its own strict formats and errors whatever Image.open has become."""
+    def broken_open(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'pi_heif'")
+
+    monkeypatch.setattr(Image, "open", broken_open)
+    assert decode_image_string(B64, "inputs.seedImage").size == (16, 8)
+    with pytest.raises(ContractError) as info:
+        decode_image_string(base64.b64encode(png_bytes()[:40]).decode(), "inputs.seedImage")
+    assert info.value.codes == ["invalidSeedImage"]
 
 
 def test_store_finds_by_uuid_only_and_expires(tmp_path):
