@@ -11,7 +11,7 @@ import binascii
 import io
 import struct
 
-from PIL import Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
+from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
 from ..schema.errors import ContractError, code_for
 from ..schema.images import DATA_URI, IMAGE_FORMATS_MESSAGE, image_string_kind
@@ -21,7 +21,7 @@ from .store import ImageStore
 
 # Each accepted format opened by its own plugin class: `Image.open` may be replaced by other libraries at run
 # time (ultralytics patches it to retry through an optional HEIF plugin), and only these three formats are allowed.
-_PLUGINS: tuple[tuple[bytes, type[Image.Image]], ...] = (
+_PLUGINS: tuple[tuple[bytes, type[ImageFile.ImageFile]], ...] = (
     (b"\x89PNG\r\n\x1a\n", PngImagePlugin.PngImageFile),
     (b"\xff\xd8\xff", JpegImagePlugin.JpegImageFile),
     (b"RIFF", WebPImagePlugin.WebPImageFile),
