@@ -20,8 +20,9 @@ from typing import Any, Literal
 
 import torch
 
+from ..samplers.windows import step_index
 from .fields import CacheKind
-from .policy import CachePolicy, SkipLedger, step_index
+from .policy import CachePolicy, SkipLedger
 from .profiles import IDENTITY, BlockSplit, polyval
 
 Kind = Literal["double", "single"]

@@ -13,7 +13,6 @@ unconditional passes of a step are one step and share one decision. Rules:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..samplers.windows import StepWindow
@@ -51,18 +50,6 @@ class CachePolicy:
         if self.compute_last_step:
             end = min(end, total_steps - 1)
         return start, end
-
-
-def step_index(sigmas: Sequence[float], sigma: float) -> int:
-    """The step of the schedule `sigmas` (descending, last 0) that an evaluation at `sigma` belongs to: i with
-    sigmas[i] >= sigma > sigmas[i + 1]. Multi-stage samplers evaluate between schedule points; such an
-    evaluation belongs to the step it lies in."""
-    last = len(sigmas) - 2
-    for i in range(max(last, 0)):
-        # relative tolerance: float noise in the sampler's sigma must not move an evaluation to the next step
-        if sigma > sigmas[i + 1] * (1 + 1e-6) + 1e-9:
-            return i
-    return max(last, 0)
 
 
 @dataclass

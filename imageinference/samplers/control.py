@@ -8,8 +8,12 @@ controlMode:
   tools' 0.825^(12-i). FLUX ControlNets get the same rule over their block outputs.
 - `controlnet` ("ControlNet is more important"): the ControlNet acts on the conditional pass only; the
   unconditional pass runs without it.
-Step windows are stored on the control object by the node and resolved to the exact sigmas of the schedule by
-the sampler (`resolve_windows`), which knows the model, scheduler and steps.
+
+Step windows are decided at every model call from the sigmas of the run in progress (ComfyUI passes them as
+`transformer_options["sample_sigmas"]`): the call belongs to step i when sigma_i >= sigma > sigma_i+1, and the
+control acts when start <= i < end. Nothing about a run is written on the control object, so a control held in
+cached CONDITIONING means the same thing to every later sampler, core KSampler included, whatever its steps or
+schedule.
 """
 
 from __future__ import annotations
@@ -17,36 +21,64 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from .windows import StepWindow
+from .windows import StepWindow, step_index
 
 SOFT_BASE = 0.825
-WINDOW_ATTR = "imageinference_window"
+
+
+def soft_weights(n: int) -> list[float]:
+    """The `prompt` mode's factor for each of n control outputs in UNet order."""
+    return [SOFT_BASE ** (n - 1 - rank) for rank in range(n)]
+
+
+def window_active(window: StepWindow, sample_sigmas: Any, sigma: float) -> bool:
+    """Whether a model call at `sigma` falls on a step inside `window` of the run with these sigmas."""
+    sigmas = [float(s) for s in sample_sigmas]
+    if len(sigmas) < 2:
+        return True
+    start, end = window.steps(len(sigmas) - 1)
+    return start <= step_index(sigmas, sigma) < end
 
 
 @cache
-def _soft_class(base: Any) -> Any:
-    """A subclass of a ComfyUI control class whose merge first rescales each output by its soft weight."""
+def _windowed_class(base: Any) -> Any:
+    """A subclass of a ComfyUI control class with the request's step window and, optionally, soft weights."""
 
-    class SoftWeighted(base):
+    class Windowed(base):
+        imageinference_window: StepWindow | None = None
+        imageinference_soft: bool = False
+
+        def get_control(self, x_noisy: Any, t: Any, cond: Any, batched_number: int,
+                        transformer_options: Any) -> Any:
+            window = self.imageinference_window
+            sigmas = (transformer_options or {}).get("sample_sigmas")
+            if window is not None and sigmas is not None and not window_active(window, sigmas, float(t[0])):
+                previous = self.previous_controlnet
+                if previous is None:
+                    return None
+                return previous.get_control(x_noisy, t, cond, batched_number, transformer_options)
+            return super().get_control(x_noisy, t, cond, batched_number, transformer_options)
+
         def control_merge(self, control: dict[str, list[Any]], control_prev: Any, output_dtype: Any) -> Any:
+            if not self.imageinference_soft:
+                return super().control_merge(control, control_prev, output_dtype)
             ordered = [(key, i) for key in ("input", "middle", "output") for i in range(len(control.get(key, [])))]
-            n = len(ordered)
+            factors = soft_weights(len(ordered))
             scaled = {key: list(values) for key, values in control.items()}
-            for rank, (key, i) in enumerate(ordered):
+            for (key, i), factor in zip(ordered, factors, strict=True):
                 if scaled[key][i] is not None:
-                    scaled[key][i] = scaled[key][i] * SOFT_BASE ** (n - 1 - rank)
+                    scaled[key][i] = scaled[key][i] * factor
             return super().control_merge(scaled, control_prev, output_dtype)
 
         def copy(self) -> Any:
             c = super().copy()
             c.__class__ = type(self)
-            for attr in (WINDOW_ATTR,):
-                if hasattr(self, attr):
-                    setattr(c, attr, getattr(self, attr))
+            c.imageinference_window = self.imageinference_window
+            c.imageinference_soft = self.imageinference_soft
             return c
 
-    SoftWeighted.__name__ = f"SoftWeighted{base.__name__}"
-    return SoftWeighted
+    Windowed.__name__ = f"Windowed{base.__name__}"
+    return Windowed
 
 
 def apply_controlnet(positive: Any, negative: Any, control_net: Any, image: Any, weight: float, window: StepWindow,
@@ -65,9 +97,9 @@ def apply_controlnet(positive: Any, negative: Any, control_net: Any, image: Any,
             key = id(prev)
             if key not in made:
                 c = control_net.copy().set_cond_hint(hint, weight, (0.0, 1.0), vae=vae)
-                if mode == "prompt":
-                    c.__class__ = _soft_class(c.__class__)
-                setattr(c, WINDOW_ATTR, window)
+                c.__class__ = _windowed_class(c.__class__)
+                c.imageinference_window = window
+                c.imageinference_soft = mode == "prompt"
                 if prev is not None:
                     c.set_previous_controlnet(prev)
                 made[key] = c
@@ -79,48 +111,3 @@ def apply_controlnet(positive: Any, negative: Any, control_net: Any, image: Any,
     new_positive = attach(positive)
     new_negative = negative if mode == "controlnet" else attach(negative)
     return new_positive, new_negative
-
-
-def _percent_for_sigma(model_sampling: Any, sigma: float) -> float:
-    """The `timestep_percent_range` value whose sigma is `sigma` (bisection: percent_to_sigma is monotone)."""
-    if sigma == float("inf"):
-        return 0.0
-    if sigma <= 0.0:
-        return 1.0
-    lo, hi = 0.0, 1.0
-    for _ in range(64):
-        mid = (lo + hi) / 2
-        if model_sampling.percent_to_sigma(mid) > sigma:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def _controls(conditioning: Any) -> list[Any]:
-    found = []
-    for t in conditioning or []:
-        c = t[1].get("control")
-        while c is not None:
-            found.append(c)
-            c = getattr(c, "previous_controlnet", None)
-    return found
-
-
-NEVER = (1.0, 1.0)
-"""A percent range whose sigma bounds are both 0: no sampled step falls inside, so ComfyUI skips the control."""
-
-
-def resolve_windows(model: Any, sigmas: list[float], *conditionings: Any) -> None:
-    """Set every windowed control's percent range so it is active exactly on its steps of `sigmas`."""
-    model_sampling = model.get_model_object("model_sampling")
-    for c in {id(c): c for cond in conditionings for c in _controls(cond)}.values():
-        window: StepWindow | None = getattr(c, WINDOW_ATTR, None)
-        if window is None:
-            continue
-        if window.is_empty(len(sigmas) - 1):
-            c.timestep_percent_range = NEVER
-            continue
-        upper, lower = window.sigma_bounds(sigmas)
-        c.timestep_percent_range = (_percent_for_sigma(model_sampling, upper),
-                                    _percent_for_sigma(model_sampling, lower))

@@ -18,14 +18,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import comfy.model_management
 import comfy.sample
-import comfy.samplers
 import comfy.utils
 import latent_preview
 import torch
 
-from .control import resolve_windows
 from .hires import DEFAULT_STRENGTH, HiresOptions, native_area, upscale_image, vae_decode, vae_encode
 from .outpaint import pad_canvas
 from .schedulers import lookup
@@ -51,11 +48,6 @@ def sample(model: Any, positive: Any, negative: Any, latent: torch.Tensor, s: Sa
     latent = comfy.sample.fix_empty_latent_channels(model, latent)
     if s.cfg <= 1.0:
         negative = positive  # guidance off: uncond == cond, so the negative prompt cannot act
-    # the exact sigmas KSampler will run, for ControlNet step windows
-    sigmas = comfy.samplers.KSampler(model, s.steps, comfy.model_management.get_torch_device(), sampler_name,
-                                     schedule, denoise, model_options=model.model_options).sigmas
-    if len(sigmas) > 1:
-        resolve_windows(model, sigmas.tolist(), positive, negative)
     callback = latent_preview.prepare_callback(model, s.steps)
     return comfy.sample.sample(model, _noise(latent, s.seeds), s.steps, s.cfg, sampler_name, schedule, positive,
                                negative, latent, denoise=denoise, noise_mask=noise_mask, callback=callback,

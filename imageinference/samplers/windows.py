@@ -12,6 +12,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
+def step_index(sigmas: Sequence[float], sigma: float) -> int:
+    """The step of the schedule `sigmas` (descending, last 0) that an evaluation at `sigma` belongs to: i with
+    sigmas[i] >= sigma > sigmas[i + 1]. Multi-stage samplers evaluate between schedule points; such an
+    evaluation belongs to the step it lies in."""
+    last = len(sigmas) - 2
+    for i in range(max(last, 0)):
+        # relative tolerance: float noise in the sampler's sigma must not move an evaluation to the next step
+        if sigma > sigmas[i + 1] * (1 + 1e-6) + 1e-9:
+            return i
+    return max(last, 0)
+
+
 @dataclass(frozen=True)
 class StepWindow:
     start_step: int | None = None
@@ -38,17 +50,3 @@ class StepWindow:
     def is_empty(self, total: int) -> bool:
         start, end = self.steps(total)
         return end <= start
-
-    def sigma_bounds(self, sigmas: Sequence[float]) -> tuple[float, float]:
-        """(upper, lower): a step whose sigma s has lower <= s <= upper is inside the window.
-
-        Bounds sit halfway between neighbouring steps' sigmas, so float rounding cannot move a step across."""
-        total = len(sigmas) - 1
-        start, end = self.steps(total)
-        upper = float("inf") if start == 0 else (sigmas[start - 1] + sigmas[start]) / 2
-        lower = 0.0 if end >= total else (sigmas[end - 1] + sigmas[end]) / 2
-        return upper, lower
-
-    @property
-    def is_full(self) -> bool:
-        return all(v is None for v in (self.start_step, self.end_step, self.start_percentage, self.end_percentage))

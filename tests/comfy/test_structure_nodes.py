@@ -1,7 +1,5 @@
 """ControlNet windows and modes, outpaint, hires fix against real ComfyUI and the tiny models."""
 
-import json
-import math
 
 import pytest
 import torch
@@ -103,38 +101,89 @@ def simple(table, n):
     return [float(table[-(1 + int(i * step))]) for i in range(n)] + [0.0]
 
 
-@pytest.mark.parametrize("schedule", ["karras", "simple"])
-@pytest.mark.parametrize(("start", "end"), [(0, 3), (2, 7), (5, 10), (1, 2), (9, 10)])
-def test_step_windows_use_the_exact_sigmas_of_the_schedule(sd15, guide, schedule, start, end):
-    from imageinference.samplers.control import resolve_windows
+class ControlRecorder:
+    """For every model call: its sigma and whether a ControlNet result reached the model."""
 
-    model, _v, pos, neg = sd15
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, apply_model, args):
+        self.calls.append((float(args["timestep"][0]), args["c"].get("control") is not None))
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    def active_steps(self, sigmas):
+        """Steps (by position in an independently computed schedule) on which the control acted."""
+        steps = {min(range(len(sigmas) - 1), key=lambda i: abs(sigmas[i] - s)) for s, on in self.calls if on}
+        return sorted(steps)
+
+
+def run_recorded(sd15, pos, neg, steps, scheduler):
+    m = sd15[0].clone()
+    rec = ControlRecorder()
+    m.set_model_unet_function_wrapper(rec)
+    sample(sd15, pos, neg, model=m, steps=steps, scheduler=scheduler)
+    return rec
+
+
+def core_ksampler_recorded(comfy, sd15, pos, neg, steps, scheduler):
+    m = sd15[0].clone()
+    rec = ControlRecorder()
+    m.set_model_unet_function_wrapper(rec)
+    latent = {"samples": torch.zeros(1, 4, H // 8, W // 8)}
+    comfy.KSampler().sample(m, 3, steps, 5.0, "euler", scheduler, pos, neg, latent)
+    return rec
+
+
+def schedule_of(model, schedule, steps):
     ms = model.get_model_object("model_sampling")
-    steps = 10
-    sigmas = (karras(float(ms.sigma_min), float(ms.sigma_max), steps) if schedule == "karras"
-              else simple(ms.sigmas.tolist(), steps))
-    p, _n = cn(pos, neg, guide, startStep=start, endStep=end)
-    resolve_windows(model, sigmas, p)
-    control = p[0][1]["control"]
-    control.pre_run(model.model, ms.percent_to_sigma)  # as the sampler calls it
-    upper, lower = control.timestep_range
-    active = [i for i, s in enumerate(sigmas[:-1]) if lower <= s <= upper]
-    assert active == list(range(start, end))
+    return (karras(float(ms.sigma_min), float(ms.sigma_max), steps) if schedule == "karras"
+            else simple(ms.sigmas.tolist(), steps))
+
+
+@pytest.mark.parametrize(("scheduler", "schedule"), [("Euler Karras", "karras"),
+                                                     ("FlowMatchEulerDiscreteScheduler", "simple")])
+@pytest.mark.parametrize(("start", "end"), [(0, 3), (2, 7), (5, 10), (1, 2), (9, 10)])
+def test_step_windows_act_on_the_exact_steps_of_the_schedule(sd15, guide, scheduler, schedule, start, end):
+    """The control acts on steps start..end-1 of the sigmas the sampler really runs (computed independently
+    here from each schedule's definition), whatever the schedule's spacing."""
+    model, _v, pos, neg = sd15
+    p, n = cn(pos, neg, guide, startStep=start, endStep=end)
+    rec = run_recorded(sd15, p, n, 10, scheduler)
+    assert rec.active_steps(schedule_of(model, schedule, 10)) == list(range(start, end))
+
+
+def test_a_window_means_the_same_to_every_later_sampler(comfy, sd15, guide):
+    """Windows are decided per call from the run's own sigmas: after a 10-step run of the pack's sampler, the
+    same conditioning under core KSampler with 6 steps (karras) acts on steps 2..4 of those 6, and a 10-step run
+    afterwards still acts on 2..4 of its 10."""
+    model, _v, pos, neg = sd15
+    p, n = cn(pos, neg, guide, startStep=2, endStep=5)
+    first = run_recorded(sd15, p, n, 10, "Euler Karras")
+    assert first.active_steps(schedule_of(model, "karras", 10)) == [2, 3, 4]
+    core = core_ksampler_recorded(comfy, sd15, p, n, 6, "karras")
+    assert core.active_steps(schedule_of(model, "karras", 6)) == [2, 3, 4]
+    again = run_recorded(sd15, p, n, 10, "FlowMatchEulerDiscreteScheduler")
+    assert again.active_steps(schedule_of(model, "simple", 10)) == [2, 3, 4]
+
+
+def test_percentage_windows_under_core_ksampler_are_steps_too(comfy, sd15, guide):
+    """startStepPercentage 50 of 8 steps is step 4 under core KSampler as under the pack's sampler."""
+    model, _v, pos, neg = sd15
+    p, n = cn(pos, neg, guide, startStepPercentage=50)
+    core = core_ksampler_recorded(comfy, sd15, p, n, 8, "karras")
+    assert core.active_steps(schedule_of(model, "karras", 8)) == [4, 5, 6, 7]
 
 
 def test_prompt_mode_soft_weights(sd15, guide):
-    from imageinference.samplers.control import _soft_class
-
     _m, _v, pos, neg = sd15
     p, _n = cn(pos, neg, guide, controlMode="prompt", weight=0.5)
     control = p[0][1]["control"]
-    assert type(control).__name__.startswith("SoftWeighted")
+    assert control.imageinference_soft and control.copy().imageinference_soft
     ones = {"input": [torch.ones(1) for _ in range(12)], "middle": [torch.ones(1)], "output": []}
     merged = control.control_merge(ones, None, None)
     expected = [0.5 * 0.825 ** (12 - i) for i in range(13)]
     got = [float(x) for x in merged["input"] + merged["middle"]]
     assert got == pytest.approx(expected, rel=1e-6)
-    assert _soft_class(type(control).__mro__[1]) is type(control)
     balanced = sample(sd15, *cn(pos, neg, guide))
     assert not torch.equal(sample(sd15, p, _n), balanced)
 
@@ -254,4 +303,9 @@ def test_hires_defaults_for_true(sd15):
 
     opts = HiresFixNode.execute(DEFAULTS, 0, -1.0, "4").result[0]
     assert (opts.air, opts.steps, opts.strength, opts.explicit) == ("runware:504@1", None, None, False)
-    assert math.isclose(json.loads("0.5"), 0.5)
+    # `hiresFix: true` samples exactly as RealESRGAN x4plus, the request's steps and strength 0.5
+    explicit = HiresFixNode.execute("runware:504@1", 3, 0.5, "4").result[0]
+    by_default = sample(sd15, width=128, height=128, hiresFix=opts, steps=3)
+    assert torch.equal(by_default, sample(sd15, width=128, height=128, hiresFix=explicit, steps=3))
+    other = HiresFixNode.execute("runware:504@1", 3, 0.3, "4").result[0]
+    assert not torch.equal(by_default, sample(sd15, width=128, height=128, hiresFix=other, steps=3))

@@ -7,7 +7,7 @@ import pytest
 
 from imageinference.cache.build import cache_config
 from imageinference.cache.fitting import fit
-from imageinference.cache.policy import CachePolicy, SkipLedger, run_warnings, step_index
+from imageinference.cache.policy import CachePolicy, SkipLedger, run_warnings
 from imageinference.cache.profiles import (
     PUBLISHED,
     TEACACHE_THRESHOLD_SCALE,
@@ -19,7 +19,7 @@ from imageinference.cache.profiles import (
     save_calibration,
     teacache_profile,
 )
-from imageinference.samplers.windows import StepWindow
+from imageinference.samplers.windows import StepWindow, step_index
 
 
 def simulate(policy, total, wants):
