@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="keep the temporary ComfyUI base directory")
     p.set_defaults(handler=_smoke)
 
-    from .cache.calibrate_cli import register as register_calibrate
+    from .calibrate_cli import register as register_calibrate
     from .contract_cli import register as register_contract
     from .graph_cli import register as register_graph
 

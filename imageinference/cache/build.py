@@ -1,4 +1,7 @@
-"""From request-field values to a cache configuration (torch-free; the layout comes from patch.model_layout)."""
+"""From request-field values to a cache configuration (pure: no torch; the layout comes from patch.model_layout).
+
+Every problem is the contract's error naming the request field, so a node or a request sees the documented
+format, never a bare exception."""
 
 from __future__ import annotations
 
@@ -6,7 +9,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ..samplers.windows import StepWindow
-from .engine import CacheConfig
+from ..schema.errors import ContractError, code_for
+from .config import CacheConfig
 from .fields import CACHE_FIELDS, CacheKind
 from .policy import CachePolicy
 from .profiles import (
@@ -33,15 +37,27 @@ def cache_config(kind: CacheKind, threshold: float, layout: LayoutLike, *, windo
     """`threshold` is the request's value: teaCacheDistance, fbCacheThreshold or dbCacheThreshold."""
     blocks = len(layout.kinds)
     window = window or StepWindow()
+    field = CACHE_FIELDS[kind].threshold
+    if not 0.0 <= threshold <= 1.0:
+        raise ContractError.single(code_for("invalid", field), f"'{field}' must be within 0-1",
+                                   f"acceleratorOptions.{field}", "float")
     if kind == "teaCache":
         if profile is None:
-            profile = teacache_profile(layout.family, load_calibrations(calibration_path(user_dir)))
+            path = calibration_path(user_dir)
+            try:
+                calibrations = load_calibrations(path)
+            except (ValueError, OSError) as exc:
+                raise ContractError.single("invalidTeaCacheCalibration", f"the TeaCache calibration file cannot be "
+                                           f"used: {exc} (fix or delete {path}, or run `python -m imageinference "
+                                           "calibrate-teacache --write` again)", "acceleratorOptions.teaCache",
+                                           "boolean") from exc
+            profile = teacache_profile(layout.family, calibrations)
         return CacheConfig(kind, profile.threshold(threshold), BlockSplit(0, 0),
                            CachePolicy(window, max_consecutive), profile.coefficients)
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"{CACHE_FIELDS[kind].threshold} must be within 0-1")
     if blocks < 2:
-        raise ValueError(f"{kind} needs a model with at least 2 transformer blocks")
+        raise ContractError.single("unsupportedAcceleratorOptions", f"{kind} needs a model with at least 2 "
+                                   f"transformer blocks (the first one decides); this one has {blocks}; use "
+                                   "teaCache", f"acceleratorOptions.{kind}", "boolean")
     if kind == "fbCache":
         return CacheConfig(kind, threshold, BlockSplit(1, 0), CachePolicy(window, max_consecutive))
     return CacheConfig(kind, threshold, dbcache_split(blocks),

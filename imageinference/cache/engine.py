@@ -20,31 +20,15 @@ from typing import Any, Literal
 
 import torch
 
-from ..samplers.windows import step_index
-from .fields import CacheKind
-from .policy import CachePolicy, SkipLedger
-from .profiles import IDENTITY, BlockSplit, polyval
+from .config import CacheConfig
+from .policy import SkipLedger
+from .profiles import polyval
 
 Kind = Literal["double", "single"]
 State = dict[str, torch.Tensor | None]
 Block = Callable[[dict[str, Any]], dict[str, Any]]
 Probe = Callable[[dict[str, Any]], torch.Tensor]
 
-NAMES: dict[CacheKind, str] = {"teaCache": "TeaCache", "fbCache": "FBCache", "dbCache": "DBCache"}
-
-
-@dataclass(frozen=True)
-class CacheConfig:
-    kind: CacheKind
-    threshold: float  # TeaCache: accumulated rescaled change; FB/DB: relative residual change
-    split: BlockSplit
-    policy: CachePolicy = CachePolicy()
-    coefficients: tuple[float, ...] = IDENTITY
-
-    @property
-    def name(self) -> str:
-        label = NAMES[self.kind]
-        return f"{label} {self.split.label}" if self.kind == "dbCache" else label
 
 
 def rel_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
@@ -103,9 +87,9 @@ class CacheRun:
     ledger: SkipLedger = field(init=False)
     chunks: dict[tuple[Any, ...], ChunkCache] = field(default_factory=dict)
     forward_log: list[tuple[int, tuple[Any, ...], bool]] = field(default_factory=list)  # per forward: cond_or_uncond
-    _eval_sigma: float | None = None
-    _eval_seen: set[tuple[Any, ...]] = field(default_factory=set)
-    _eval_step: int = 0
+    steps_reported: int = 0  # sampler callbacks seen
+    _step: int = 0  # the sampler step model calls now belong to
+    _eval_step: int = -1
     _eval_decision: bool | None = None
     _eval_passes: tuple[Any, ...] = ()
     _fwd: _Forward | None = None
@@ -147,19 +131,22 @@ class CacheRun:
         return original(args)
 
     # ---------------------------------------------------------------- steps and chunks
+    def step_finished(self, step: int) -> None:
+        """The sampler's per-step callback: step `step` is done, later model calls belong to the next step.
+
+        Steps are counted this way, not by model calls or sigma changes, because second-order samplers (Heun,
+        DPM2...) call the model twice per step, the second time at the next step's sigma."""
+        self.steps_reported += 1
+        self._step = min(step + 1, max(self.ledger.total_steps - 1, 0))
+
     def _begin(self, args: dict[str, Any]) -> None:
         opts = args.get("transformer_options") or {}
-        sigma_t = opts.get("sigmas")
-        sigma = float(sigma_t.flatten()[0]) if isinstance(sigma_t, torch.Tensor) else None
         img = args["img"]
         key = (tuple(str(u) for u in opts.get("uuids", ()) or ()), tuple(opts.get("cond_or_uncond", ()) or ()),
                tuple(img.shape), img.dtype, img.device)
-        if sigma is None or sigma != self._eval_sigma or key in self._eval_seen:
-            self._eval_sigma = sigma
-            self._eval_seen = set()
+        if self._step != self._eval_step:
+            self._eval_step = self._step
             self._eval_decision = None
-            self._eval_step = step_index(self.sigmas, sigma) if sigma is not None and len(self.sigmas) > 1 else 0
-        self._eval_seen.add(key)
         self._eval_passes = key[1]
         self.ledger.forwards += 1
         self._fwd = _Forward(self.chunks.setdefault(key, ChunkCache()))
@@ -221,7 +208,10 @@ class CacheRun:
         return out
 
     def summary(self) -> str:
-        return self.ledger.summary(self.config.name)
+        line = self.ledger.summary(self.config.name)
+        if self.steps_reported == 0 and self.ledger.forwards > 1:
+            line += " (the sampler reported no steps, so every model call counted as step 0 and none was skipped)"
+        return line
 
 
 def _state_keys(kind: Kind) -> tuple[str, ...]:

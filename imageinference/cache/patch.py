@@ -31,24 +31,33 @@ class Layout:
     kinds: tuple[Kind, ...]
 
 
-def layout_of(diffusion_model: Any) -> Layout:
-    """The block sequence of a FLUX-style or SD3 (MMDiT) transformer; ValueError for other models (other DiTs
-    name their blocks alike but modulate differently, so they are refused rather than guessed)."""
-    import comfy.ldm.flux.model
-    import comfy.ldm.modules.diffusionmodules.mmdit
+class UnsupportedModel(ValueError):
+    """The model is not one the step caches were built and tuned for."""
 
-    if isinstance(diffusion_model, comfy.ldm.flux.model.Flux):
+
+def layout_of(base_model: Any) -> Layout:
+    """The block sequence of a FLUX.1 or SD3 (MMDiT) model; UnsupportedModel for any other model.
+
+    Decided by ComfyUI's model class, exactly: FLUX.2 and Chroma derive from FLUX.1's classes and share its
+    block names (FLUX.2 even its transformer class), but their modulation and step-to-step behaviour differ, so
+    FLUX.1's TeaCache coefficients and thresholds would be wrong for them; they are refused, not guessed."""
+    import comfy.model_base
+
+    kind = type(base_model)
+    diffusion_model = base_model.diffusion_model
+    if kind is comfy.model_base.Flux:
         d, s = len(diffusion_model.double_blocks), len(diffusion_model.single_blocks)
         double: list[Kind] = ["double"] * d
         single: list[Kind] = ["single"] * s
         kinds = double + single
         return Layout("flux", tuple([("double_block", i) for i in range(d)] + [("single_block", i) for i in range(s)]),
                       tuple(kinds))
-    if isinstance(diffusion_model, comfy.ldm.modules.diffusionmodules.mmdit.MMDiT):
+    if kind is comfy.model_base.SD3:
         n = len(diffusion_model.joint_blocks)
         doubles: list[Kind] = ["double"] * n
         return Layout("sd3", tuple(("double_block", i) for i in range(n)), tuple(doubles))
-    raise ValueError(f"step caches need a FLUX or SD3 transformer; this model is {type(diffusion_model).__name__}")
+    raise UnsupportedModel(f"the step caches (TeaCache, FBCache, DBCache) support FLUX.1 and SD3 models; this model "
+                           f"is ComfyUI's {kind.__name__}, which they were not built or tuned for")
 
 
 def _flux_probe(diffusion_model: Any) -> Probe:
@@ -82,6 +91,14 @@ def _is_stochastic(sampler: Any) -> bool:
     return "ancestral" in name or "sde" in name
 
 
+def _counting_callback(run: CacheRun, callback: Any) -> Any:
+    """The sampler's per-step callback, also telling the run that a step finished."""
+    def step_done(step: int, denoised: Any, x: Any, total_steps: int) -> Any:
+        run.step_finished(step)
+        return callback(step, denoised, x, total_steps) if callback is not None else None
+    return step_done
+
+
 def _outer_sample(executor: Any, *args: Any, **kwargs: Any) -> Any:
     guider = executor.class_obj
     original_options = guider.model_options
@@ -89,13 +106,14 @@ def _outer_sample(executor: Any, *args: Any, **kwargs: Any) -> Any:
     topts = guider.model_options["transformer_options"]
     config: CacheConfig = topts[CONFIG_KEY]
     sigmas = args[3]
-    diffusion_model = guider.model_patcher.model.diffusion_model
-    layout = layout_of(diffusion_model)
-    probe = modulation_probe(diffusion_model, layout.family) if config.kind == "teaCache" else None
+    base_model = guider.model_patcher.model
+    layout = layout_of(base_model)
+    probe = modulation_probe(base_model.diffusion_model, layout.family) if config.kind == "teaCache" else None
     run = CacheRun(config, layout.kinds, [float(s) for s in sigmas], probe)
     topts[RUN_KEY] = run
     for warning in run_warnings(config.name, len(sigmas) - 1, _is_stochastic(args[2])):
         log.warning(warning)
+    args = (*args[:5], _counting_callback(run, args[5]), *args[6:])
     try:
         return executor(*args, **kwargs)
     finally:
@@ -116,7 +134,7 @@ def _replacement(index: int, previous: Any) -> Any:
 
 def apply_step_cache(model: Any, config: CacheConfig) -> Any:
     """A clone of `model` with the cache installed; the input model is untouched."""
-    layout = layout_of(model.get_model_object("diffusion_model"))
+    layout = layout_of(model.model)
     existing = model.model_options.get("transformer_options", {}).get(CONFIG_KEY)
     if existing is not None:
         raise ValueError(f"this model already has a step cache ({existing.name}); use one step cache per model")
@@ -130,4 +148,5 @@ def apply_step_cache(model: Any, config: CacheConfig) -> Any:
 
 
 def model_layout(model: Any) -> Layout:
-    return layout_of(model.get_model_object("diffusion_model"))
+    """The layout of a ModelPatcher's model (UnsupportedModel when the caches do not support it)."""
+    return layout_of(model.model)

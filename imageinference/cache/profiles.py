@@ -81,6 +81,8 @@ def load_calibrations(path: Path) -> dict[str, TeaCacheProfile]:
     if not path.is_file():
         return {}
     raw = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a calibration file is a JSON object of families")
     out = {}
     for family, entry in raw.items():
         coeffs = entry.get("coefficients") if isinstance(entry, dict) else None

@@ -9,7 +9,7 @@ from comfy_api.latest import io
 
 from ..cache.build import cache_config
 from ..cache.fields import CACHE_FIELDS, WINDOW_FIELDS, CacheKind
-from ..cache.patch import apply_step_cache, model_layout
+from ..cache.patch import UnsupportedModel, apply_step_cache, model_layout
 from ..cache.policy import MAX_CONSECUTIVE_DEFAULT
 from ..schema.errors import ContractError
 from .common import CATEGORY, UNSET, node_id, step_window
@@ -43,7 +43,7 @@ def _apply(kind: CacheKind, model: Any, threshold: float, skip_interval: int | N
            max_consecutive: int) -> io.NodeOutput:
     try:
         layout = model_layout(model)
-    except ValueError as e:
+    except UnsupportedModel as e:
         raise ContractError.single("unsupportedAcceleratorOptions", str(e), f"acceleratorOptions.{kind}",
                                    "boolean") from e
     config = cache_config(kind, threshold, layout, window=window, max_consecutive=max_consecutive,

@@ -20,6 +20,7 @@ from imageinference.cache.profiles import (
     teacache_profile,
 )
 from imageinference.samplers.windows import StepWindow, step_index
+from imageinference.schema.errors import ContractError
 
 
 def simulate(policy, total, wants):
@@ -120,7 +121,36 @@ def test_cache_config_maps_request_values():
     assert tea.threshold == pytest.approx(0.4) and (tea.split.first, tea.split.last) == (0, 0)
     db = cache_config("dbCache", 0.3, Layout(), skip_interval=2, max_consecutive=5)
     assert db.policy.max_run == 1 and db.name == "DBCache F1B0"
-    with pytest.raises(ValueError):
+    with pytest.raises(ContractError):
         cache_config("fbCache", 1.5, Layout())
-    with pytest.raises(ValueError):
+    with pytest.raises(ContractError):
         cache_config("teaCache", -0.1, Layout(), profile=TeaCacheProfile((1.0, 0.0), 0.8, "t"))
+
+
+class _Layout:
+    def __init__(self, family, blocks):
+        self.family = family
+        self.kinds = ["double"] * blocks
+
+
+def test_config_problems_are_contract_errors_naming_the_field(tmp_path, monkeypatch):
+    from imageinference.cache.build import cache_config
+    from imageinference.schema.errors import ContractError
+
+    with pytest.raises(ContractError) as info:
+        cache_config("fbCache", 0.2, _Layout("sd3", 1))
+    assert info.value.codes == ["unsupportedAcceleratorOptions"]
+    assert info.value.parameters == ["acceleratorOptions.fbCache"]
+    with pytest.raises(ContractError) as info:
+        cache_config("dbCache", 1.5, _Layout("sd3", 8))
+    assert info.value.parameters == ["acceleratorOptions.dbCacheThreshold"]
+    bad = tmp_path / "calibration.json"
+    monkeypatch.setenv("IMAGEINFERENCE_TEACACHE_CALIBRATION", str(bad))
+    for text in ("{not json", "[1, 2]", '{"sd3": {"coefficients": "x", "thresholdScale": 1}}'):
+        bad.write_text(text)
+        with pytest.raises(ContractError) as info:
+            cache_config("teaCache", 0.5, _Layout("sd3", 4))
+        assert info.value.codes == ["invalidTeaCacheCalibration"]
+        assert str(bad) in info.value.errors[0].message
+    bad.unlink()
+    assert cache_config("teaCache", 0.5, _Layout("sd3", 4)).threshold == pytest.approx(0.4)

@@ -16,9 +16,9 @@ DEFAULT_PROMPTS = (
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from ..comfy_env import HOW_TO_GET_COMFYUI, comfyui_found
-    from ..comfy_runtime import use_inprocess_comfyui
-    from ..schema.errors import ContractError
+    from .comfy_env import HOW_TO_GET_COMFYUI, comfyui_found
+    from .comfy_runtime import use_inprocess_comfyui
+    from .schema.errors import ContractError
 
     if not comfyui_found():
         print(f"no ComfyUI to embed. {HOW_TO_GET_COMFYUI}", file=sys.stderr)
@@ -27,12 +27,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import folder_paths
     import nodes
 
-    from ..nodes.model_loader import AIRModelLoader
-    from .calibrate import calibrate
-    from .profiles import calibration_path, save_calibration
+    from .cache.calibrate import calibrate
+    from .cache.profiles import calibration_path, save_calibration
+    from .catalog import Catalog
+    from .models.loader import load_model
 
     try:
-        model, clip, _vae = AIRModelLoader.execute(args.model).result
+        loaded = load_model(args.model, Catalog.load())
+        model, clip = loaded.model, loaded.clip
+        if clip is None:
+            raise ContractError.single("missingTextEncoders", f"{args.model} has no text encoders in the catalog; "
+                                       "calibration needs them to encode its prompts", "model", "string")
     except ContractError as exc:
         print(json.dumps(exc.to_json(), indent=2, ensure_ascii=False))
         return 1
@@ -42,8 +47,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     try:
         result = calibrate(model, conds, steps=args.steps, seeds=tuple(range(1, args.seeds + 1)), cfg=args.cfg,
                            negative=negative, width=args.width, height=args.height)
-    except ValueError as exc:
-        print(f"calibration failed: {exc}", file=sys.stderr)
+    except ValueError as exc:  # an unsupported model, or runs that showed no change to fit
+        error = ContractError.single("invalidModel", f"calibration failed: {exc}", "model", "string")
+        print(json.dumps(error.to_json(), indent=2, ensure_ascii=False))
         return 1
     profile = result.profile
     family = args.family or result.family
