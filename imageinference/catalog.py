@@ -21,12 +21,13 @@ from .schema.architectures import ARCHITECTURES
 from .schema.errors import ContractError
 
 KINDS = ("checkpoint", "diffusionModel", "textEncoder", "vae", "lora", "controlNet", "ipAdapter", "upscaler",
-         "detector", "embedding")
+         "detector", "embedding", "pulid", "idEncoder")
 FOLDERS = ("checkpoints", "diffusion_models", "unet", "text_encoders", "clip", "vae", "loras", "controlnet",
-           "ipadapter", "clip_vision", "upscale_models", "ultralytics", "embeddings")
+           "ipadapter", "clip_vision", "upscale_models", "ultralytics", "embeddings", "pulid", "insightface")
 DEFAULT_FOLDER = {"checkpoint": "checkpoints", "diffusionModel": "diffusion_models", "textEncoder": "text_encoders",
                   "vae": "vae", "lora": "loras", "controlNet": "controlnet", "ipAdapter": "ipadapter",
-                  "upscaler": "upscale_models", "detector": "ultralytics", "embedding": "embeddings"}
+                  "upscaler": "upscale_models", "detector": "ultralytics", "embedding": "embeddings",
+                  "pulid": "pulid", "idEncoder": "insightface"}
 
 
 class CatalogError(ValueError):

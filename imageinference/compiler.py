@@ -17,7 +17,7 @@ from .schema.errors import ApiError, ContractError, code_for
 from .schema.validate import validate_task
 
 NOT_YET = {
-    "ipAdapters": "IP-Adapters", "pulid": "PuLID", "ultralytics": "the face detailer", "layerDiffuse": "LayerDiffuse",
+    "ipAdapters": "IP-Adapters", "layerDiffuse": "LayerDiffuse",
     "refiner": "the SDXL refiner", "photoMaker": "PhotoMaker", "embeddings": "textual-inversion embeddings",
     "acePlusPlus": "ACE++", "watermark": "watermarks", "safety": "content safety checks",
     "webhookURL": "webhook delivery", "uploadEndpoint": "upload delivery", "resolution": "`resolution` sizing",
@@ -129,7 +129,8 @@ def compile_request(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     output = g.add(NODE["output"], "ImageInferenceOutput", {
         "images": g.image, "outputFormat": d["outputFormat"], "outputQuality": d["outputQuality"],
         "outputType": d["outputType"], "ttl": d.get("ttl", 0), "includeCost": d["includeCost"],
-        "seeds": g.ref(NODE["sampler"], 1), "taskUUID": d["taskUUID"], "request": json.dumps(canonical)})
+        "seeds": g.ref(NODE["sampler"], 1), "warnings": g.ref(NODE["sampler"], 2), "taskUUID": d["taskUUID"],
+        "request": json.dumps(canonical)})
     g.sampler = g.nodes[output]["inputs"]  # the output stage edits the output node's inputs
     run_stage("output", d, g)
     return canonical, g.nodes

@@ -337,7 +337,7 @@ class _Tracer(ExportContext):
                 self.req["ttl"] = int(i["ttl"])
             if (i.get("taskUUID") or "").strip():
                 self.req["taskUUID"] = i["taskUUID"].strip()
-            self.options({k: v for k, v in i.items() if k not in ("images", "seeds")})
+            self.options({k: v for k, v in i.items() if k not in ("images", "seeds", "warnings")})
         elif ct == "SaveImage":
             self.req["outputFormat"] = "PNG"
         elif ct == "ImageInferenceExport":

@@ -36,14 +36,14 @@ def view_url(base_url: str, filename: str) -> str:
     return f"{base_url.rstrip('/')}/view?{query}"
 
 
-def deliver(images: list[Image.Image], seeds: list[int], task_uuid: str, store: ImageStore, base_url: str,
+def deliver(images: list[Image.Image], seeds: list[int | None], task_uuid: str, store: ImageStore, base_url: str,
             output_type: str = "URL", output_format: str = "JPG", output_quality: int = 95,
             ttl: int | None = None, include_cost: bool = False,
             request: dict[str, Any] | None = None) -> list[ImageResult]:
     results = []
     for i, img in enumerate(images):
         image_uuid = str(uuid.uuid4())
-        seed = seeds[i] if i < len(seeds) else seeds[-1]
+        seed = seeds[i] if i < len(seeds) else None
         metadata = {"request": request, "seed": seed, "imageUUID": image_uuid, "taskUUID": task_uuid}
         data = encode_image(img, output_format, output_quality, metadata)
         path = store.save(image_uuid, output_format, data, ttl if output_type == "URL" else None)

@@ -8,6 +8,7 @@ from comfy_api.latest import ComfyExtension, io
 def node_classes() -> list[type[io.ComfyNode]]:
     from .controlnet import ControlNetApply
     from .export import ExportRequest
+    from .face_detailer import FaceDetailer
     from .hires_fix import HiresFixNode
     from .image_inference import ImageInference
     from .load_image import LoadImageString
@@ -16,11 +17,13 @@ def node_classes() -> list[type[io.ComfyNode]]:
     from .outpaint import OutpaintNode
     from .output import ImageInferenceOutput
     from .prompt import PromptNode
+    from .pulid import PuLIDNode
     from .scheduler import SchedulerNode
     from .step_cache import DBCacheNode, FBCacheNode, TeaCacheNode
 
     return [AIRModelLoader, LoraStack, PromptNode, ControlNetApply, OutpaintNode, HiresFixNode, ImageInference,
-            LoadImageString, ImageInferenceOutput, ExportRequest, SchedulerNode, TeaCacheNode, FBCacheNode, DBCacheNode]
+            LoadImageString, ImageInferenceOutput, ExportRequest, SchedulerNode, TeaCacheNode, FBCacheNode, DBCacheNode,
+            FaceDetailer, PuLIDNode]
 
 
 class ImageInferenceExtension(ComfyExtension):

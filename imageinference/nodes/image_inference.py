@@ -6,6 +6,7 @@ import json
 
 from comfy_api.latest import io
 
+from ..models.notes import model_warnings
 from ..samplers.outpaint import canvas_size
 from ..samplers.passes import SamplingSettings, hires_second_pass, image_to_image, inpaint, text_to_image
 from ..samplers.passes import outpaint as outpaint_pass
@@ -63,7 +64,10 @@ class ImageInference(io.ComfyNode):
                 HiresFix.Input("hiresFix", optional=True,
                                tooltip="imageInference `hiresFix` (from the Hires Fix node)."),
             ],
-            outputs=[io.Image.Output(display_name="IMAGE"), io.String.Output(display_name="seeds")],
+            outputs=[io.Image.Output(display_name="IMAGE"), io.String.Output(display_name="seeds"),
+                     io.String.Output(display_name="warnings",
+                                      tooltip="JSON list of warnings for the response (e.g. LoRA keys that matched "
+                                              "nothing); connect to the Image Inference Output node.")],
         )
 
     @classmethod
@@ -106,4 +110,4 @@ class ImageInference(io.ComfyNode):
                              maskMargin or None, settings)
         if hiresFix is not None and seedImage is not None:  # img2img / inpaint / outpaint: refine the result
             images = hires_second_pass(model, vae, positive, negative, images, width, height, hiresFix, settings)
-        return io.NodeOutput(images, json.dumps(settings.seeds))
+        return io.NodeOutput(images, json.dumps(settings.seeds), json.dumps(model_warnings(model)))

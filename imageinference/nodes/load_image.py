@@ -9,7 +9,7 @@ from ..imageio.decode import decode_image_string
 from ..imageio.tensors import to_image_tensor, to_mask_tensor
 from .common import CATEGORY, node_id
 
-ROLES = ["seedImage", "maskImage", "guideImage", "referenceImages"]
+ROLES = ["seedImage", "maskImage", "guideImage", "referenceImages", "pulid.images"]
 
 
 class LoadImageString(io.ComfyNode):

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from comfy_api.latest import io
 from pydantic import TypeAdapter, ValidationError
 
 from ..catalog import Catalog
 from ..models.loader import apply_lora
+from ..models.notes import with_warning
 from ..models.resolve import resolve_file
 from ..schema.errors import ContractError
 from ..schema.request import Lora
 from .common import CATEGORY, node_id
 
+log = logging.getLogger("imageinference")
 LORA_LIST = TypeAdapter(list[Lora])
 EXAMPLE = '[{"model": "civitai:132942@146296", "weight": 0.8}]'
 
@@ -70,4 +73,10 @@ class LoraStack(io.ComfyNode):
             path = resolve_file(entry, entry.files["model"], f"lora.{i}.model")
             model, clip, unmatched = apply_lora(model, clip, path, item.weight)
             report.append({"model": item.model, "weight": item.weight, "unmatchedKeys": unmatched})
+            if unmatched:
+                note = {"code": "unmatchedLoraKeys", "parameter": f"lora.{i}.model",
+                        "message": f"{len(unmatched)} keys of LoRA {item.model} matched nothing in this model "
+                                   f"(e.g. {unmatched[0]}): it may be for another architecture"}
+                log.warning("LoRA Stack: %s", note["message"])
+                model = with_warning(model, note)
         return io.NodeOutput(model, clip, json.dumps(report))

@@ -3,18 +3,51 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 
 from comfy_api.latest import io, ui
 
 from ..comfy_paths import image_store, public_base_url
+from ..detailer.report import nothing_detected_warnings
 from ..imageio.deliver import STORE_SUBFOLDER, deliver
 from ..imageio.store import EXTENSIONS
 from ..imageio.tensors import to_pil
-from ..schema.errors import ContractError
+from ..schema.errors import ApiError, ContractError
 from ..schema.images import UUID_ANY
 from ..schema.response import data_envelope
 from .common import CATEGORY, node_id
+
+log = logging.getLogger("imageinference")
+
+
+def parse_warnings(text: str, task_uuid: str) -> list[ApiError]:
+    """Warnings passed along the graph as a JSON list of {code, message, parameter?}."""
+    try:
+        items = json.loads(text or "[]")
+    except ValueError:
+        items = None
+    if not isinstance(items, list) or not all(isinstance(w, dict) and "code" in w for w in items):
+        raise ContractError.single("invalidWarnings", "'warnings' must be a JSON list of {code, message} objects "
+                                   "(the Image Inference sampler's `warnings` output)", "warnings", "string")
+    return [ApiError(str(w["code"]), str(w.get("message", "")), str(w.get("parameter", "")), task_uuid=task_uuid)
+            for w in items]
+
+
+def seeds_of(text: str, count: int, task_uuid: str) -> tuple[list[int | None], list[ApiError]]:
+    """The seed of each image, None where the graph does not say (never a made-up number)."""
+    try:
+        given = [int(x) for x in json.loads(text or "[]")]
+    except (ValueError, TypeError):
+        raise ContractError.single("invalidSeeds", "'seeds' must be a JSON list of integers (the sampler's "
+                                   "`seeds` output)", "seeds", "string") from None
+    seeds: list[int | None] = [given[i] if i < len(given) else None for i in range(count)]
+    missing = [i for i, seed in enumerate(seeds) if seed is None]
+    if not missing:
+        return seeds, []
+    which = "any image" if len(missing) == count else f"image(s) {', '.join(map(str, missing))}"
+    return seeds, [ApiError("unknownSeed", f"the graph does not give the seed of {which} (connect the sampler's "
+                            "`seeds` output); `seed` is left out of those results", "seed", task_uuid=task_uuid)]
 
 
 class ImageInferenceOutput(io.ComfyNode):
@@ -28,7 +61,9 @@ class ImageInferenceOutput(io.ComfyNode):
                 "Saves every image as <imageUUID>.<ext> (JPG/PNG/WEBP, with the request and seed in the file's "
                 "metadata) in the output folder's imageinference/ subfolder, and returns the documented response "
                 "{\"data\": [...]}: one object per image with taskUUID, imageUUID, seed and imageURL, "
-                "imageDataURI or imageBase64Data; cost when includeCost (IMAGEINFERENCE_COST_PER_IMAGE, default 0)."
+                "imageDataURI or imageBase64Data; cost when includeCost (IMAGEINFERENCE_COST_PER_IMAGE, default 0). "
+                "What was accepted but not done as asked, or is not known (a seed the graph does not give, LoRA keys "
+                "that matched nothing, no face found), is listed in `warnings` beside `data`."
             ),
             inputs=[
                 io.Image.Input("images", tooltip="The finished images."),
@@ -45,6 +80,12 @@ class ImageInferenceOutput(io.ComfyNode):
                                 tooltip="Seeds of the images (the sampler's `seeds` output)."),
                 io.String.Input("taskUUID", default="", optional=True,
                                 tooltip="imageInference `taskUUID`; a new UUID v4 when empty."),
+                io.String.Input("warnings", default="[]", optional=True, force_input=True,
+                                tooltip="Warnings to pass on in the response (the sampler's `warnings` output: "
+                                        "for example LoRA keys that matched nothing)."),
+                io.String.Input("detections", default="", optional=True, force_input=True,
+                                tooltip="The Face Detailer's `detections` output: each image in which it found "
+                                        "nothing gets a `nothingDetected` warning in the response."),
                 io.String.Input("request", default="", optional=True, multiline=True,
                                 tooltip="The canonical request JSON, embedded in each file's metadata (the compiler "
                                         "and the Export node fill it)."),
@@ -55,7 +96,8 @@ class ImageInferenceOutput(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, outputFormat: str, outputQuality: int, outputType: str, ttl: int,
-                includeCost: bool, seeds: str = "[]", taskUUID: str = "", request: str = "") -> io.NodeOutput:
+                includeCost: bool, seeds: str = "[]", taskUUID: str = "", warnings: str = "[]",
+                detections: str = "", request: str = "") -> io.NodeOutput:
         if ttl and outputType != "URL":
             raise ContractError.single("invalidTtl", "'ttl' only applies when outputType is 'URL'", "ttl", "integer")
         if ttl and ttl < 60:
@@ -63,11 +105,14 @@ class ImageInferenceOutput(io.ComfyNode):
         task_uuid = taskUUID.strip() or str(uuid.uuid4())
         if not UUID_ANY.match(task_uuid):
             raise ContractError.single("invalidTaskUUID", "'taskUUID' must be a UUID v4", "taskUUID", "string")
-        seed_list = [int(s) for s in json.loads(seeds or "[]")] or [0]
+        seed_list, notes = seeds_of(seeds, len(images), task_uuid)
+        notes = parse_warnings(warnings, task_uuid) + notes + nothing_detected_warnings(detections, task_uuid)
+        for note in notes:
+            log.warning("imageInference %s: %s: %s", task_uuid, note.code, note.message)
         canonical = json.loads(request) if request.strip() else None
         results = deliver([to_pil(img) for img in images], seed_list, task_uuid, image_store(), public_base_url(),
                           outputType, outputFormat, outputQuality, ttl or None, includeCost, canonical)
-        text = json.dumps(data_envelope(results))
+        text = json.dumps(data_envelope(results, notes))
         saved = [ui.SavedResult(f"{r.imageUUID}.{EXTENSIONS[outputFormat]}", STORE_SUBFOLDER, io.FolderType.output)
                  for r in results]
         # The frontend shows `images`; headless callers read the documented response from the history's `response`.

@@ -16,7 +16,7 @@ class ImageResult(BaseModel):
     taskType: Literal["imageInference"] = "imageInference"
     taskUUID: str
     imageUUID: str
-    seed: int
+    seed: int | None = None  # omitted, with a warning, when the graph did not say which seed made the image
     imageURL: str | None = None
     imageBase64Data: str | None = None
     imageDataURI: str | None = None
@@ -52,8 +52,13 @@ class PendingItem(BaseModel):
 IMAGE_FIELD = {"URL": "imageURL", "base64Data": "imageBase64Data", "dataURI": "imageDataURI"}
 
 
-def data_envelope(items: Sequence[BaseModel]) -> dict[str, Any]:
-    return {"data": [item.model_dump(mode="json", exclude_none=True) for item in items]}
+def data_envelope(items: Sequence[BaseModel], warnings: Sequence[ApiError] = ()) -> dict[str, Any]:
+    """`{"data": [...]}`, with `"warnings": [...]` beside it when something was accepted but not done as asked
+    or is not known (each in the error object's format)."""
+    out: dict[str, Any] = {"data": [item.model_dump(mode="json", exclude_none=True) for item in items]}
+    if warnings:
+        out["warnings"] = [w.to_json() for w in warnings]
+    return out
 
 
 def errors_envelope(errors: list[ApiError]) -> dict[str, Any]:

@@ -120,8 +120,7 @@ def test_generated_requests_round_trip(catalog, req):
 
 
 @pytest.mark.parametrize(("field", "value"), [
-    ("ipAdapters", [{"model": "runware:56@1", "guideImages": [IMG]}]), ("pulid", {"images": [IMG]}),
-    ("ultralytics", {}), ("layerDiffuse", True),
+    ("photoMaker", {"images": [IMG]}), ("safety", {"checkContent": True}), ("acceleration", "high"),
     ("webhookURL", "https://example.com/hook")])
 def test_features_without_an_engine_are_refused_not_dropped(field, value):
     req = {"taskType": "imageInference", "taskUUID": UUID, "model": "rundiffusion:130@100", "positivePrompt": "a cat",
@@ -132,7 +131,6 @@ def test_features_without_an_engine_are_refused_not_dropped(field, value):
 
 
 @pytest.mark.parametrize(("model", "acc", "code", "parameter"), [
-    ("civitai:4384@128713", {"deepCache": True}, "unsupportedAcceleratorOptions", "acceleratorOptions.deepCache"),
     ("runware:5@1", {"teaCache": True, "fbCache": True}, "conflictingAcceleratorOptions",
      "acceleratorOptions.fbCache"),
 ])

@@ -13,7 +13,9 @@ from imageinference.schema.errors import ContractError
 from imageinference.schema.validate import validate_payload, validate_task
 
 ROOT = Path(__file__).resolve().parents[2]
-SEED_REQUESTS = sorted((ROOT / "workflows" / "requests").glob("sd3-*.json"))
+SEED_EXAMPLES = ("clockwork-orchard-parade", "glasshouse-rooftop-supper-club", "subterranean-fossil-cathedral-expedition",
+                 "sunken-metro-aquarium-concourse")
+SEED_REQUESTS = [ROOT / "workflows" / "requests" / f"sd3-{name}.json" for name in SEED_EXAMPLES]
 UUID = "d5774636-68bb-4b60-bd05-a88fa163c8e6"
 IMG = "59a2edc2-45e6-429f-be5f-7ded59b92046"
 FLUX = {"taskType": "imageInference", "taskUUID": UUID, "model": "rundiffusion:130@100",
