@@ -17,9 +17,9 @@ from .schema.errors import ApiError, ContractError, code_for
 from .schema.validate import validate_task
 
 NOT_YET = {
-    "ipAdapters": "IP-Adapters", "layerDiffuse": "LayerDiffuse",
+    "ipAdapters": "IP-Adapters",
     "refiner": "the SDXL refiner", "photoMaker": "PhotoMaker", "embeddings": "textual-inversion embeddings",
-    "acePlusPlus": "ACE++", "watermark": "watermarks", "safety": "content safety checks",
+    "acePlusPlus": "ACE++", "safety": "content safety checks",
     "webhookURL": "webhook delivery", "uploadEndpoint": "upload delivery", "resolution": "`resolution` sizing",
     "trueCFGScale": "true CFG", "settings": "model settings", "providerSettings": "provider settings",
     "acceleration": "acceleration presets", "upscaleFactor": "top-level upscaleFactor",
@@ -129,7 +129,7 @@ def compile_request(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     output = g.add(NODE["output"], "ImageInferenceOutput", {
         "images": g.image, "outputFormat": d["outputFormat"], "outputQuality": d["outputQuality"],
         "outputType": d["outputType"], "ttl": d.get("ttl", 0), "includeCost": d["includeCost"],
-        "seeds": g.ref(NODE["sampler"], 1), "warnings": g.ref(NODE["sampler"], 2), "taskUUID": d["taskUUID"],
+        "seeds": g.ref(NODE["sampler"], 1), "warnings": g.ref(NODE["sampler"], 3), "taskUUID": d["taskUUID"],
         "request": json.dumps(canonical)})
     g.sampler = g.nodes[output]["inputs"]  # the output stage edits the output node's inputs
     run_stage("output", d, g)

@@ -321,6 +321,8 @@ class _Tracer(ExportContext):
                 self.core_sampler(*sampler)
             elif sampler:
                 self.note(sampler[0], sampler[1], "samples in a way the request cannot express")
+        elif ct in ("KSampler", "KSamplerAdvanced"):  # a LATENT on the image chain (Transparent VAE Decode)
+            self.core_sampler(nid, node)
         elif feature := self.feature(ct, "image"):
             feature.export(self, nid, node)
             if feature.upstream:

@@ -39,12 +39,15 @@ def view_url(base_url: str, filename: str) -> str:
 def deliver(images: list[Image.Image], seeds: list[int | None], task_uuid: str, store: ImageStore, base_url: str,
             output_type: str = "URL", output_format: str = "JPG", output_quality: int = 95,
             ttl: int | None = None, include_cost: bool = False,
-            request: dict[str, Any] | None = None) -> list[ImageResult]:
+            request: dict[str, Any] | None = None, watermark: dict[str, Any] | None = None) -> list[ImageResult]:
+    """`watermark`: the watermark drawn on the images, if any (recorded in the metadata, flagged in the response)."""
     results = []
     for i, img in enumerate(images):
         image_uuid = str(uuid.uuid4())
         seed = seeds[i] if i < len(seeds) else None
-        metadata = {"request": request, "seed": seed, "imageUUID": image_uuid, "taskUUID": task_uuid}
+        metadata: dict[str, Any] = {"request": request, "seed": seed, "imageUUID": image_uuid, "taskUUID": task_uuid}
+        if watermark is not None:
+            metadata["watermark"] = watermark
         data = encode_image(img, output_format, output_quality, metadata)
         path = store.save(image_uuid, output_format, data, ttl if output_type == "URL" else None)
         if output_type == "URL":
@@ -55,6 +58,8 @@ def deliver(images: list[Image.Image], seeds: list[int | None], task_uuid: str, 
         fields: dict[str, Any] = {IMAGE_FIELD[output_type]: value}
         if include_cost:
             fields["cost"] = cost_per_image()
+        if watermark is not None:
+            fields["watermarked"] = True
         results.append(ImageResult(taskUUID=task_uuid, imageUUID=image_uuid, seed=seed, **fields))
     return results
 

@@ -20,10 +20,12 @@ def node_classes() -> list[type[io.ComfyNode]]:
     from .pulid import PuLIDNode
     from .scheduler import SchedulerNode
     from .step_cache import DBCacheNode, FBCacheNode, TeaCacheNode
+    from .transparent_decode import LayerDiffuseLoRA, TransparentVAEDecode
+    from .watermark import WatermarkNode
 
     return [AIRModelLoader, LoraStack, PromptNode, ControlNetApply, OutpaintNode, HiresFixNode, ImageInference,
             LoadImageString, ImageInferenceOutput, ExportRequest, SchedulerNode, TeaCacheNode, FBCacheNode, DBCacheNode,
-            FaceDetailer, PuLIDNode]
+            FaceDetailer, PuLIDNode, LayerDiffuseLoRA, TransparentVAEDecode, WatermarkNode]
 
 
 class ImageInferenceExtension(ComfyExtension):

@@ -65,6 +65,9 @@ class ImageInference(io.ComfyNode):
                                tooltip="imageInference `hiresFix` (from the Hires Fix node)."),
             ],
             outputs=[io.Image.Output(display_name="IMAGE"), io.String.Output(display_name="seeds"),
+                     io.Latent.Output(display_name="latent",
+                                      tooltip="The sampled latent of the final pass (batch = numberResults); for "
+                                              "inpainting with maskMargin, of the mask's working area."),
                      io.String.Output(display_name="warnings",
                                       tooltip="JSON list of warnings for the response (e.g. LoRA keys that matched "
                                               "nothing); connect to the Image Inference Output node.")],
@@ -100,14 +103,17 @@ class ImageInference(io.ComfyNode):
                     f"{cw}x{ch}, but width x height is {width}x{height}; they must be equal", bad, "integer")
         settings = SamplingSettings(steps, CFGScale, scheduler, result_seeds(None if seed < 0 else seed, numberResults))
         if seedImage is None:
-            images = text_to_image(model, vae, positive, negative, width, height, settings, hiresFix)
+            images, latent = text_to_image(model, vae, positive, negative, width, height, settings, hiresFix)
         elif outpaint is not None:
-            images = outpaint_pass(model, vae, positive, negative, seedImage, outpaint, strength, settings)
+            images, latent = outpaint_pass(model, vae, positive, negative, seedImage, outpaint, strength, settings)
         elif maskImage is None:
-            images = image_to_image(model, vae, positive, negative, seedImage, width, height, strength, settings)
+            images, latent = image_to_image(model, vae, positive, negative, seedImage, width, height, strength,
+                                            settings)
         else:
-            images = inpaint(model, vae, positive, negative, seedImage, maskImage, width, height, strength,
-                             maskMargin or None, settings)
+            images, latent = inpaint(model, vae, positive, negative, seedImage, maskImage, width, height, strength,
+                                     maskMargin or None, settings)
         if hiresFix is not None and seedImage is not None:  # img2img / inpaint / outpaint: refine the result
-            images = hires_second_pass(model, vae, positive, negative, images, width, height, hiresFix, settings)
-        return io.NodeOutput(images, json.dumps(settings.seeds), json.dumps(model_warnings(model)))
+            images, latent = hires_second_pass(model, vae, positive, negative, images, width, height, hiresFix,
+                                               settings)
+        return io.NodeOutput(images, json.dumps(settings.seeds), {"samples": latent},
+                             json.dumps(model_warnings(model)))

@@ -86,6 +86,10 @@ class ImageInferenceOutput(io.ComfyNode):
                 io.String.Input("detections", default="", optional=True, force_input=True,
                                 tooltip="The Face Detailer's `detections` output: each image in which it found "
                                         "nothing gets a `nothingDetected` warning in the response."),
+                io.String.Input("watermark", default="", optional=True, force_input=True,
+                                tooltip="The watermark drawn on the images (the Watermark node's `watermark` "
+                                        "output): kept in each file's metadata; each response object says "
+                                        "`watermarked: true`."),
                 io.String.Input("request", default="", optional=True, multiline=True,
                                 tooltip="The canonical request JSON, embedded in each file's metadata (the compiler "
                                         "and the Export node fill it)."),
@@ -97,11 +101,14 @@ class ImageInferenceOutput(io.ComfyNode):
     @classmethod
     def execute(cls, images, outputFormat: str, outputQuality: int, outputType: str, ttl: int,
                 includeCost: bool, seeds: str = "[]", taskUUID: str = "", warnings: str = "[]",
-                detections: str = "", request: str = "") -> io.NodeOutput:
+                detections: str = "", watermark: str = "", request: str = "") -> io.NodeOutput:
         if ttl and outputType != "URL":
             raise ContractError.single("invalidTtl", "'ttl' only applies when outputType is 'URL'", "ttl", "integer")
         if ttl and ttl < 60:
             raise ContractError.single("invalidTtl", "'ttl' is at least 60 seconds", "ttl", "integer")
+        if outputFormat == "JPG" and images.shape[-1] == 4:
+            raise ContractError.single("invalidOutputFormat", "these images have transparency (alpha), which JPG "
+                                       "cannot keep; use PNG or WEBP", "outputFormat", "string", ("PNG", "WEBP"))
         task_uuid = taskUUID.strip() or str(uuid.uuid4())
         if not UUID_ANY.match(task_uuid):
             raise ContractError.single("invalidTaskUUID", "'taskUUID' must be a UUID v4", "taskUUID", "string")
@@ -110,8 +117,9 @@ class ImageInferenceOutput(io.ComfyNode):
         for note in notes:
             log.warning("imageInference %s: %s: %s", task_uuid, note.code, note.message)
         canonical = json.loads(request) if request.strip() else None
+        applied = json.loads(watermark) if watermark.strip() else None
         results = deliver([to_pil(img) for img in images], seed_list, task_uuid, image_store(), public_base_url(),
-                          outputType, outputFormat, outputQuality, ttl or None, includeCost, canonical)
+                          outputType, outputFormat, outputQuality, ttl or None, includeCost, canonical, applied)
         text = json.dumps(data_envelope(results, notes))
         saved = [ui.SavedResult(f"{r.imageUUID}.{EXTENSIONS[outputFormat]}", STORE_SUBFOLDER, io.FolderType.output)
                  for r in results]

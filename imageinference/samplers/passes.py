@@ -73,25 +73,28 @@ def fit_mask(mask: torch.Tensor, width: int, height: int, crop: str = "center") 
 
 
 def text_to_image(model: Any, vae: Any, positive: Any, negative: Any, width: int, height: int,
-                  s: SamplingSettings, hires: HiresOptions | None = None) -> torch.Tensor:
+                  s: SamplingSettings, hires: HiresOptions | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, the sampled latent of the final pass)."""
     if hires is None:
-        return vae_decode(vae, sample(model, positive, negative, empty_latent(len(s.seeds), width, height), s))
+        latent = sample(model, positive, negative, empty_latent(len(s.seeds), width, height), s)
+        return vae_decode(vae, latent), latent
     w1, h1 = first_pass_size(width, height, native_area(model))
     first = vae_decode(vae, sample(model, positive, negative, empty_latent(len(s.seeds), w1, h1), s))
     return hires_second_pass(model, vae, positive, negative, first, width, height, hires, s)
 
 
 def hires_second_pass(model: Any, vae: Any, positive: Any, negative: Any, first: torch.Tensor, width: int,
-                      height: int, hires: HiresOptions, s: SamplingSettings) -> torch.Tensor:
+                      height: int, hires: HiresOptions, s: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:
     upscaled = fit(upscale_image(hires.upscaler, first[..., :3]), width, height)
     steps = hires.steps or s.steps
     strength = DEFAULT_STRENGTH if hires.strength is None else hires.strength
     second = SamplingSettings(steps, s.cfg, s.scheduler, s.seeds)
-    return vae_decode(vae, sample(model, positive, negative, vae_encode(vae, upscaled), second, denoise=strength))
+    latent = sample(model, positive, negative, vae_encode(vae, upscaled), second, denoise=strength)
+    return vae_decode(vae, latent), latent
 
 
 def outpaint(model: Any, vae: Any, positive: Any, negative: Any, seed_image: torch.Tensor, sides: dict[str, int],
-             strength: float, s: SamplingSettings) -> torch.Tensor:
+             strength: float, s: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad the seed image, then inpaint the new area (the canvas is width x height, checked by the node)."""
     canvas, mask = pad_canvas(seed_image[..., :3], sides["top"], sides["right"], sides["bottom"], sides["left"],
                               sides["blur"])
@@ -99,10 +102,11 @@ def outpaint(model: Any, vae: Any, positive: Any, negative: Any, seed_image: tor
 
 
 def image_to_image(model: Any, vae: Any, positive: Any, negative: Any, seed_image: torch.Tensor, width: int,
-                   height: int, strength: float, s: SamplingSettings) -> torch.Tensor:
+                   height: int, strength: float, s: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:
     pixels = fit(seed_image[:1, :, :, :3], width, height)
     latent = vae.encode(pixels).repeat(len(s.seeds), 1, 1, 1)
-    return vae.decode(sample(model, positive, negative, latent, s, denoise=strength))
+    samples = sample(model, positive, negative, latent, s, denoise=strength)
+    return vae.decode(samples), samples
 
 
 def mask_box(mask: torch.Tensor, margin: int) -> tuple[int, int, int, int] | None:
@@ -122,12 +126,14 @@ def working_size(box_w: int, box_h: int, width: int, height: int) -> tuple[int, 
 
 
 def inpaint(model: Any, vae: Any, positive: Any, negative: Any, seed_image: torch.Tensor, mask: torch.Tensor,
-            width: int, height: int, strength: float, mask_margin: int | None, s: SamplingSettings) -> torch.Tensor:
+            width: int, height: int, strength: float, mask_margin: int | None,
+            s: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, the sampled latent: of the working area, which is the whole image only without maskMargin)."""
     original = fit(seed_image[:1, :, :, :3], width, height)
     m = fit_mask(mask[:1] if mask.ndim == 3 else mask, width, height)[0]
     box = mask_box(m, mask_margin) if mask_margin is not None else (0, 0, width, height)
     if box is None:  # nothing to edit
-        return original.repeat(len(s.seeds), 1, 1, 1)
+        return original.repeat(len(s.seeds), 1, 1, 1), vae.encode(original).repeat(len(s.seeds), 1, 1, 1)
     x0, y0, x1, y1 = box
     crop, crop_mask = original[:, y0:y1, x0:x1], m[y0:y1, x0:x1]
     ww, wh = (x1 - x0, y1 - y0) if mask_margin is None else working_size(x1 - x0, y1 - y0, width, height)
@@ -141,4 +147,4 @@ def inpaint(model: Any, vae: Any, positive: Any, negative: Any, seed_image: torc
     out = original.repeat(len(s.seeds), 1, 1, 1).clone()
     blend = crop_mask[None, :, :, None]
     out[:, y0:y1, x0:x1] = original[:, y0:y1, x0:x1] * (1 - blend) + generated * blend
-    return out
+    return out, samples

@@ -89,6 +89,8 @@ def normalize(raw: dict[str, Any]) -> Normalized:
     _move(n, data, "hiresfix", data, "hiresFix", ("hiresfix",), ("hiresFix",))
     if data.get("hiresFix") is False:
         del data["hiresFix"]  # documented default: disabled
+    if data.get("layerDiffuse") is False:
+        del data["layerDiffuse"]  # documented default: no transparency
 
     # PuLID
     _move(n, data, "puLID", data, "pulid", ("puLID",), ("pulid",))

@@ -21,6 +21,7 @@ class ImageResult(BaseModel):
     imageBase64Data: str | None = None
     imageDataURI: str | None = None
     NSFWContent: bool | None = None
+    watermarked: bool | None = None  # local: a `watermark` was drawn on the image
     cost: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")

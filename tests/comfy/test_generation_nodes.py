@@ -37,7 +37,7 @@ def run(nodes_mod, sd15, **kw):
     args.update(kw)
     images, seeds = nodes_mod["sampler"].execute(model, vae, kw.pop("positive", pos), kw.pop("negative", neg),
                                                  **{k: v for k, v in args.items() if k not in ("positive", "negative")}
-                                                 ).result
+                                                 ).result[:2]
     return images, json.loads(seeds)
 
 
