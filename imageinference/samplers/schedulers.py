@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..schema.scheduler_names import SCHEDULER_NAMES
+
+__all__ = ["SCHEDULERS", "SCHEDULER_NAMES", "Family", "SchedulerMapping", "lookup"]
+
 Family = Literal["flow", "eps"]
 """`flow`: flow-matching models (FLUX, SD3, z-image); `eps`: epsilon/v-prediction UNets (SD1.x, SDXL)."""
 
@@ -137,7 +141,8 @@ _TABLE: tuple[SchedulerMapping, ...] = (
 )
 
 SCHEDULERS: dict[str, SchedulerMapping] = {m.name: m for m in _TABLE}
-SCHEDULER_NAMES: tuple[str, ...] = tuple(m.name for m in _TABLE)
+if tuple(SCHEDULERS) != SCHEDULER_NAMES:  # the contract's names, each mapped once, in the same order
+    raise RuntimeError("samplers/schedulers.py must map exactly the contract's scheduler names")
 
 
 def lookup(name: str) -> SchedulerMapping:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import secrets
 
-SEED_MAX = 9223372036854775807
+from ..schema.request import SEED_MAX
+
+__all__ = ["SEED_MAX", "draw_seed", "result_seeds"]
 
 
 def draw_seed() -> int:

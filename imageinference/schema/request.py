@@ -11,9 +11,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from ..samplers.schedulers import SCHEDULER_NAMES
 from .air import canonical_air
 from .images import IMAGE_FORMATS_MESSAGE, UUID_ANY, image_string_kind, is_http_url
+from .scheduler_names import SCHEDULER_NAMES
 
 SEED_MAX = 9223372036854775807  # the docs print 2^63 rounded as a float; the largest int64 is the usable bound
 PROMPT_MIN, PROMPT_MAX = 2, 3000

@@ -39,17 +39,6 @@ class AsyncAck(BaseModel):
     taskUUID: str
 
 
-class PendingItem(BaseModel):
-    """A `getResponse` item of a task still running."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    taskType: Literal["imageInference"] = "imageInference"
-    taskUUID: str
-    status: Literal["processing"] = "processing"
-    progress: int | None = Field(default=None, ge=0, le=100)
-
-
 IMAGE_FIELD = {"URL": "imageURL", "base64Data": "imageBase64Data", "dataURI": "imageDataURI"}
 
 
@@ -60,7 +49,3 @@ def data_envelope(items: Sequence[BaseModel], warnings: Sequence[ApiError] = ())
     if warnings:
         out["warnings"] = [w.to_json() for w in warnings]
     return out
-
-
-def errors_envelope(errors: list[ApiError]) -> dict[str, Any]:
-    return {"errors": [e.to_json() for e in errors]}
