@@ -52,6 +52,10 @@ def unsupported(d: dict[str, Any]) -> list[ApiError]:
     if len(chosen) > 1:
         errors.append(ApiError("conflictingAcceleratorOptions", f"choose one step cache; the request enables "
                                f"{', '.join(chosen)}", f"acceleratorOptions.{chosen[1]}"))
+    for dim in ("width", "height"):
+        if d.get(dim) is None:
+            errors.append(ApiError(code_for("missing", dim), f"'{dim}' is needed to run locally: sizing from "
+                                   "reference images has no local engine yet", dim, "integer"))
     inputs = d.get("inputs") or {}
     if inputs.get("referenceImages"):
         errors.append(ApiError("unsupportedReferenceImages", "reference images have no local engine yet",

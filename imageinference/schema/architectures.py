@@ -23,7 +23,7 @@ ALL_FEATURES = FLUX_DEV | SD_FAMILY | {"refiner", "photoMaker", "acePlusPlus", "
 ARCHITECTURES: dict[str, frozenset[str]] = {
     "flux-1-dev": FLUX_DEV,
     "flux-1-schnell": FLUX_DEV - {"layerDiffuse", "pulid", "controlNet", "ipAdapters"},
-    "flux-1-fill-dev": FLUX_DEV | {"acePlusPlus"},
+    "flux-1-fill-dev": FLUX_DEV | {"acePlusPlus", "inputs.referenceImages"},  # ACE++ takes its image there
     "flux-1-kontext-dev": frozenset({"lora", "ipAdapters", "trueCFGScale", "cache.fbCache", "cache.teaCache",
                                      "cache.dbCache", "inputs.referenceImages"}),
     "sdxl": SD_FAMILY | {"refiner", "photoMaker"},
@@ -54,6 +54,8 @@ class Profile:
     size_default: int | None = None  # when set, width/height are optional with this default
     clip_skip_max: int = 2
     prompt_weighting: tuple[str, ...] = ("compel", "sdEmbeds")
+    size_optional: bool = False  # width/height may be left out (the model sizes from its reference images)
+    max_reference_images: int | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -70,6 +72,10 @@ ARCH_PROFILES: dict[str, Profile] = {
     arch: Profile(architecture=arch, cfg=(0.0, 50.0, 3.5) if arch.startswith("flux") else (0.0, 50.0, 7.0))
     for arch in ARCHITECTURES
 }
+
+# FLUX.1 Kontext [dev]: width/height optional, at most 2 reference images (§2.2, §2.3, §8)
+ARCH_PROFILES["flux-1-kontext-dev"] = Profile("flux-1-kontext-dev", cfg=(0.0, 50.0, 3.5), size_optional=True,
+                                              max_reference_images=2)
 
 # Seed pages win where they give a range: rundiffusion:130@100 (steps ≤ 50, CFGScale ≤ 20, promptWeighting
 # sdEmbeds only) and runware:5@1 (steps default 28, CFGScale ≤ 30, width/height default 1024, clipSkip 0–4).

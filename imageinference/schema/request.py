@@ -171,6 +171,9 @@ class Ultralytics(Strict):
 class Safety(Strict):
     checkContent: bool = False
     mode: Literal["none", "fast", "full"] | None = None
+    # sent by Runware's own ComfyUI pack and legacy SDK; undocumented semantics, accepted as given
+    tolerance: bool | None = None
+    checkInputs: bool | None = None
 
 
 class Watermark(Strict):

@@ -37,6 +37,12 @@ def window_issues(obj: dict[str, Any], base: Path, steps: int | None, start: str
     for a, b in ((start, pct_start), (end, pct_end)):
         if a and b and obj.get(a) is not None and obj.get(b) is not None:
             yield Issue(code_for("conflict", b), f"'{a}' and '{b}' are alternatives; give one of them", (*base, b))
+    # a window is given in steps or in percentages: mixed, the two ends would not be compared at all
+    if end and pct_end:
+        for a, b in ((start, pct_end), (pct_start, end)):
+            if obj.get(a) is not None and obj.get(b) is not None:
+                yield Issue(code_for("conflict", b), f"'{a}' and '{b}' mix the step and percentage forms of one "
+                            f"window; give both ends in steps or both in percentages", (*base, b))
     s, e = _int(obj.get(start)), _int(obj.get(end)) if end else None
     ps, pe = _int(obj.get(pct_start)), _int(obj.get(pct_end)) if pct_end else None
     if s is not None and e is not None and s >= e:
@@ -86,7 +92,8 @@ def check(d: dict[str, Any], profile: Profile, model: str) -> tuple[list[Issue],
     # Size
     for dim in ("width", "height"):
         v = _int(d.get(dim))
-        if d.get(dim) is None and d.get("resolution") is None and profile.size_default is None:
+        if (d.get(dim) is None and d.get("resolution") is None and profile.size_default is None
+                and not profile.size_optional):
             issues.append(Issue(code_for("missing", dim), f"'{dim}' is required for {model}", (dim,), "integer"))
         if v is not None and v % 64:
             issues.append(Issue(code_for("invalid", dim), f"'{dim}' must be a multiple of 64 (got {v})", (dim,), "integer"))
@@ -134,6 +141,20 @@ def check(d: dict[str, Any], profile: Profile, model: str) -> tuple[list[Issue],
         if rs is not None and steps is not None and rs > steps:
             issues.append(Issue("invalidStartStep", f"'refiner.startStep' must be at most steps ({steps})",
                                 ("refiner", "startStep"), "integer"))
+
+    # Reference images
+    refs = inputs.get("referenceImages")
+    n_refs = len(refs) if isinstance(refs, list) else 0
+    if profile.max_reference_images is not None and n_refs > profile.max_reference_images:
+        issues.append(Issue("invalidReferenceImages", f"{model} takes at most {profile.max_reference_images} "
+                            f"reference images (got {n_refs})", ("inputs", "referenceImages"), "string[]"))
+    if d.get("acePlusPlus") is not None:
+        if n_refs == 0:
+            issues.append(Issue("missingReferenceImages", "ACE++ needs one reference image ('referenceImages')",
+                                ("inputs", "referenceImages"), "string[]"))
+        elif n_refs > 1:
+            issues.append(Issue("invalidReferenceImages", f"ACE++ takes one reference image (got {n_refs})",
+                                ("inputs", "referenceImages"), "string[]"))
 
     # What a seed image (and a mask) enable
     if not has_seed:

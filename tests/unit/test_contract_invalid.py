@@ -168,6 +168,16 @@ CASES = [
      "ipAdapters.0.guideImage"),
     (mutate(FLUX, advancedFeatures={"hiresFix": True}, hiresFix=True), "conflictHiresFix", "advancedFeatures.hiresFix"),
     (mutate(FLUX, watermark={"text": "hi", "image": IMG}), "invalidWatermark", "watermark"),
+    # reference rules: mixed window forms, Kontext's reference images, ACE++'s required reference image
+    (mutate(SD3, controlNet=[dict(CN, startStep=2, endStepPercentage=50)]), "conflictEndStepPercentage",
+     "controlNet.0.endStepPercentage"),
+    (mutate(SD3, controlNet=[dict(CN, startStepPercentage=10, endStep=20)]), "conflictEndStep", "controlNet.0.endStep"),
+    (mutate(FLUX, acceleratorOptions={"fbCache": True, "cacheStartStep": 2, "cacheEndStepPercentage": 80}),
+     "conflictCacheEndStepPercentage", "acceleratorOptions.cacheEndStepPercentage"),
+    (mutate(FLUX, model="runware:106@1", width=DELETE, height=DELETE, inputs={"referenceImages": [IMG, IMG, IMG]}),
+     "invalidReferenceImages", "inputs.referenceImages"),
+    (mutate(FLUX, model="runware:102@1", acePlusPlus={"type": "portrait"}), "missingReferenceImages",
+     "inputs.referenceImages"),
 ]
 
 

@@ -202,3 +202,19 @@ def test_example_requests_are_valid_and_match_their_graphs(name):
     for field in ("width", "height", "seed", "steps", "scheduler", "CFGScale", "numberResults"):
         assert sampler[field] == canonical[field], field
     assert (sampler["maskMargin"] or None) == canonical.get("maskMargin")
+
+
+def test_reference_rules_that_accept():
+    """Kontext sizes from its reference images (width/height optional); Runware's own ComfyUI pack sends
+    safety.tolerance and safety.checkInputs; ACE++ with its one root reference image."""
+    base = {"taskType": "imageInference", "taskUUID": "cc58c87f-bc7a-450e-a897-0e25a60e1cb2",
+            "positivePrompt": "a glass house"}
+    ref = "59a2edc2-45e6-429f-be5f-7ded59b92046"
+    kontext = validate_task(dict(base, model="runware:106@1", inputs={"referenceImages": [ref, ref]})).to_json()
+    assert "width" not in kontext and kontext["inputs"]["referenceImages"] == [ref, ref]
+    safety = validate_task(dict(base, model="runware:101@1", width=512, height=512,
+                                safety={"checkContent": True, "tolerance": True, "checkInputs": False})).to_json()
+    assert safety["safety"] == {"checkContent": True, "tolerance": True, "checkInputs": False}
+    ace = validate_task(dict(base, model="runware:102@1", width=512, height=512, referenceImages=[ref],
+                             acePlusPlus={"type": "subject"})).to_json()
+    assert ace["inputs"]["referenceImages"] == [ref]
