@@ -33,6 +33,48 @@ class ServerError(RuntimeError):
     pass
 
 
+CPU_ENV = "IMAGEINFERENCE_CPU"
+_GPU_PROBE = ("import torch\n"
+              "names = []\n"
+              "if torch.cuda.is_available(): names.append('cuda: ' + torch.cuda.get_device_name(0))\n"
+              "elif getattr(torch, 'xpu', None) is not None and torch.xpu.is_available(): names.append('xpu')\n"
+              "elif torch.backends.mps.is_available(): names.append('mps')\n"
+              "print(names[0] if names else '')")
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where an embedded ComfyUI will compute, and why."""
+
+    cpu: bool
+    reason: str
+
+    @property
+    def args(self) -> list[str]:
+        return ["--cpu"] if self.cpu else []
+
+
+def choose_device(force_cpu: bool | None = None, python: str | None = None) -> Device:
+    """The GPU when torch (in the Python that will run ComfyUI) finds one, as ComfyUI's main.py does; the CPU when
+    none is usable, or when asked (`force_cpu`, or IMAGEINFERENCE_CPU=1). ComfyUI without --cpu on a machine
+    with no GPU fails at its first model load, so the probe decides."""
+    if force_cpu is None:
+        force_cpu = os.environ.get(CPU_ENV, "").lower() in ("1", "true", "yes")
+    if force_cpu:
+        return Device(True, f"CPU requested (--cpu or {CPU_ENV}=1)")
+    try:
+        probe = subprocess.run([python or sys.executable, "-c", _GPU_PROBE], capture_output=True, text=True,
+                               timeout=120, env=dict(os.environ, **OFFLINE_ENV))
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Device(True, f"CPU: the GPU probe could not run ({exc})")
+    found = probe.stdout.strip().splitlines()[-1] if probe.returncode == 0 and probe.stdout.strip() else ""
+    if found:
+        return Device(False, f"GPU ({found})")
+    if probe.returncode != 0:
+        return Device(True, f"CPU: the GPU probe failed ({probe.stderr.strip().splitlines()[-1:]})")
+    return Device(True, "CPU: torch finds no CUDA, XPU or MPS device")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -173,7 +215,8 @@ class ComfyServer(ComfyClient):
     """One ComfyUI process on a free loopback port, rooted in its own `--base-directory`."""
 
     def __init__(self, base_dir: Path, comfy_root: Path | None = None, port: int | None = None,
-                 link_pack: bool = True, extra_args: list[str] | None = None, env: dict[str, str] | None = None):
+                 link_pack: bool = True, extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+                 device: Device | None = None):
         self.base_dir = Path(base_dir)
         self.comfy_root = Path(comfy_root or comfyui_path())
         self.port = port or free_port()
@@ -181,6 +224,7 @@ class ComfyServer(ComfyClient):
         self.link_pack = link_pack
         self.extra_args = extra_args or []
         self.env = env if env is not None else {}
+        self.device = device
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.base_dir / "server.log"
 
@@ -199,7 +243,9 @@ class ComfyServer(ComfyClient):
 
     def start(self, timeout: float = 180.0) -> None:
         self.prepare()
-        cmd = [sys.executable, str(self.comfy_root / "main.py"), "--cpu", "--listen", "127.0.0.1",
+        if self.device is None:
+            self.device = choose_device()
+        cmd = [sys.executable, str(self.comfy_root / "main.py"), *self.device.args, "--listen", "127.0.0.1",
                "--port", str(self.port), "--disable-auto-launch", "--disable-api-nodes",
                "--base-directory", str(self.base_dir),
                # ComfyUI's default database path is inside its own checkout, not the base directory.

@@ -71,7 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"no --server given and no ComfyUI to embed. {HOW_TO_GET_COMFYUI}", file=sys.stderr)
         return 2
     try:
-        response = run_request(_load(args.file), args.server, Path(args.out) if args.out else None, args.tiny)
+        response = run_request(_load(args.file), args.server, Path(args.out) if args.out else None, args.tiny,
+                               True if args.cpu else None)
     except ContractError as exc:
         return _fail(exc)
     print(json.dumps(response, indent=2, ensure_ascii=False))
@@ -98,4 +99,6 @@ def register(sub: Any) -> None:
     p.add_argument("--out", default="imageinference-out", help="folder for the images (default ./imageinference-out)")
     p.add_argument("--tiny", action="store_true",
                    help="embedded run on tiny random-weight models (a pipeline check: the images are noise)")
+    p.add_argument("--cpu", action="store_true",
+                   help="run the embedded ComfyUI on the CPU even when a GPU is found (also IMAGEINFERENCE_CPU=1)")
     p.set_defaults(handler=cmd_run)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .comfy_env import comfyui_path
-from .comfy_server import ComfyClient, ComfyServer, PromptResult
+from .comfy_server import ComfyClient, ComfyServer, PromptResult, choose_device
 from .compiler import NODE, compile_request
 from .schema.architectures import profile_for
 from .schema.errors import ApiError, ContractError
@@ -58,11 +58,13 @@ def tiny_catalog(canonical: dict[str, Any], root: Path) -> dict[str, Any]:
 
 
 @contextmanager
-def embedded_server(canonical: dict[str, Any], tiny: bool) -> Iterator[ComfyServer]:
+def embedded_server(canonical: dict[str, Any], tiny: bool, force_cpu: bool | None = None) -> Iterator[ComfyServer]:
     base = Path(tempfile.mkdtemp(prefix="imageinference-run-"))
     env: dict[str, str] = {}
     try:
-        server = ComfyServer(base, env=env)
+        device = choose_device(force_cpu)
+        print(f"embedded ComfyUI runs on the {device.reason}", file=sys.stderr)
+        server = ComfyServer(base, env=env, device=device)
         server.prepare()
         if tiny:
             from .testing.tiny_models import ensure_tiny_models, link_models
@@ -102,7 +104,7 @@ def errors_from_run(result: PromptResult, task_uuid: str) -> list[ApiError]:
 
 
 def run_request(raw: Any, server_url: str | None = None, out_dir: Path | None = None,
-                tiny: bool = False) -> dict[str, Any]:
+                tiny: bool = False, force_cpu: bool | None = None) -> dict[str, Any]:
     """The documented response envelope ({"data": [...]}); raises ContractError with the documented errors."""
     canonical, prompt = compile_request(raw)
     task = canonical["taskUUID"]
@@ -110,7 +112,7 @@ def run_request(raw: Any, server_url: str | None = None, out_dir: Path | None = 
         print(TINY_NOTICE, file=sys.stderr)
     if server_url:
         return _run_on(ComfyClient(server_url), prompt, task, out_dir, rewrite_urls=False)
-    with embedded_server(canonical, tiny) as server:
+    with embedded_server(canonical, tiny, force_cpu) as server:
         return _run_on(server, prompt, task, out_dir, rewrite_urls=True)
 
 

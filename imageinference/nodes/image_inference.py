@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 from comfy_api.latest import io
 
@@ -72,6 +73,12 @@ class ImageInference(io.ComfyNode):
                                       tooltip="JSON list of warnings for the response (e.g. LoRA keys that matched "
                                               "nothing); connect to the Image Inference Output node.")],
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, seed: int = 0, **_: object) -> object:
+        """An unseeded run (seed -1) must draw a fresh seed every time, so it is never answered from ComfyUI's
+        cache; a seeded one is the same computation each time and stays cached."""
+        return uuid.uuid4().hex if seed is not None and seed < 0 else seed
 
     @classmethod
     def execute(cls, model, vae, positive, negative, width: int, height: int, seed: int, steps: int,

@@ -100,8 +100,8 @@ class ImageInferenceOutput(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, outputFormat: str, outputQuality: int, outputType: str, ttl: int,
-                includeCost: bool, seeds: str = "[]", taskUUID: str = "", warnings: str = "[]",
-                detections: str = "", watermark: str = "", request: str = "") -> io.NodeOutput:
+                includeCost: bool, seeds: str = "[]", taskUUID: str = "", request: str = "", warnings: str = "[]",
+                detections: str = "", watermark: str = "") -> io.NodeOutput:
         if ttl and outputType != "URL":
             raise ContractError.single("invalidTtl", "'ttl' only applies when outputType is 'URL'", "ttl", "integer")
         if ttl and ttl < 60:

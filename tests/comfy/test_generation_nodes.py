@@ -136,6 +136,26 @@ def test_lora_stack_weight_zero_is_identity_and_reports_keys(nodes_mod, sd15):
     assert info.value.parameters == ["lora.0.weight"]
 
 
+def test_a_lora_that_matches_nothing_is_a_warning_in_the_response(comfy, nodes_mod, tmp_path):
+    """An SD1.5 LoRA on an SD3 model patches nothing: the sampler passes a warning to the response."""
+    model, clip, vae = nodes_mod["loader"].execute("test:sd3@1").result
+    patched, clip2, _report = nodes_mod["lora"].execute(model, '[{"model": "test:lora@1", "weight": 1}]', clip).result
+    pos = comfy.CLIPTextEncode().encode(clip2, "a lighthouse")[0]
+    out = nodes_mod["sampler"].execute(patched, vae, pos, pos, width=W, height=H, seed=1, steps=1,
+                                       scheduler="Euler", CFGScale=1.0, numberResults=1, strength=0.8,
+                                       maskMargin=0).result
+    images, seeds, warnings = out[0], out[1], out[3]
+    (note,) = json.loads(warnings)
+    assert note["code"] == "unmatchedLoraKeys" and note["parameter"] == "lora.0.model"
+    assert json.loads(nodes_mod["sampler"].execute(model, vae, pos, pos, width=W, height=H, seed=1, steps=1,
+                                                   scheduler="Euler", CFGScale=1.0, numberResults=1, strength=0.8,
+                                                   maskMargin=0).result[3]) == []
+    response = json.loads(nodes_mod["output"].execute(images, "PNG", 95, "base64Data", 0, False, seeds,
+                                                      warnings=warnings).result[0])
+    assert [w["code"] for w in response["warnings"]] == ["unmatchedLoraKeys"]
+    assert response["data"][0]["seed"] == 1
+
+
 def test_loader_errors_name_air_entry_and_folder(nodes_mod):
     loader = nodes_mod["loader"]
     with pytest.raises(ContractError) as info:

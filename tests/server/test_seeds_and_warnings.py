@@ -1,0 +1,51 @@
+"""A long-running server: unseeded requests draw fresh seeds, seeded ones stay cached; responses report what is
+not known or not done (warnings), never invented values."""
+
+import copy
+import hashlib
+import json
+
+from imageinference.compiler import compile_request
+from imageinference.examples import example_request
+
+
+def response_of(result):
+    assert result.ok, result.errors
+    return json.loads(result.outputs["5"]["response"][0])
+
+
+def digest(result):
+    (image,) = result.images
+    return hashlib.sha256(image.data).hexdigest()
+
+
+def tiny_request(**changes):
+    req = example_request("txt2img", "test:sd15@1", 128, 2, "test:cn@1")
+    req.update(outputFormat="PNG", **changes)
+    return req
+
+
+def test_unseeded_requests_draw_a_fresh_seed_each_time(server):
+    req = tiny_request()
+    del req["seed"]
+    _canonical, prompt = compile_request(req)
+    first, second = server.run_prompt(prompt), server.run_prompt(copy.deepcopy(prompt))
+    a, b = response_of(first)["data"][0], response_of(second)["data"][0]
+    assert a["seed"] != b["seed"]
+    assert digest(first) != digest(second)
+
+
+def test_seeded_requests_stay_cached_and_reproducible(server):
+    _canonical, prompt = compile_request(tiny_request(seed=7))
+    first, second = server.run_prompt(prompt), server.run_prompt(copy.deepcopy(prompt))
+    assert response_of(first) == response_of(second)  # answered from ComfyUI's cache: the same image and seed
+    assert response_of(first)["data"][0]["seed"] == 7
+
+
+def test_a_graph_without_seeds_gets_no_invented_seed(server):
+    _canonical, prompt = compile_request(tiny_request(seed=8))
+    del prompt["5"]["inputs"]["seeds"]
+    body = response_of(server.run_prompt(prompt))
+    assert "seed" not in body["data"][0]
+    assert [w["code"] for w in body["warnings"]] == ["unknownSeed"]
+    assert "seed" in server.log_tail(200) and "unknownSeed" in server.log_tail(200)
