@@ -11,17 +11,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_comfyui_loader_registers_every_node(comfy, tmp_path):
     nodes = comfy
-    link = tmp_path / "any-folder-name"
-    link.symlink_to(ROOT, target_is_directory=True)
-    before = set(nodes.NODE_CLASS_MAPPINGS)
-    assert asyncio.run(nodes.load_custom_node(str(link))) is True
-    added = set(nodes.NODE_CLASS_MAPPINGS) - before
-
     from imageinference.info import registered_node_ids
 
     expected = set(registered_node_ids())
-    assert expected and expected <= added | before
-    assert all(nid.startswith("ImageInference") for nid in expected)
+    # whatever an earlier test registered is taken out, so only this load can put the pack's nodes back
+    saved = {nid: nodes.NODE_CLASS_MAPPINGS.pop(nid) for nid in expected if nid in nodes.NODE_CLASS_MAPPINGS}
+    link = tmp_path / "any-folder-name"
+    link.symlink_to(ROOT, target_is_directory=True)
+    try:
+        before = set(nodes.NODE_CLASS_MAPPINGS)
+        assert asyncio.run(nodes.load_custom_node(str(link))) is True
+        added = set(nodes.NODE_CLASS_MAPPINGS) - before
+        assert len(expected) >= 14 and expected == added
+        assert all(nid.startswith("ImageInference") for nid in expected)
+        assert all(nodes.NODE_CLASS_MAPPINGS[nid].GET_SCHEMA().node_id == nid for nid in expected)
+    finally:
+        nodes.NODE_CLASS_MAPPINGS.update(saved)
 
 
 def test_every_node_documents_itself(comfy):

@@ -44,11 +44,18 @@ def test_relative_to_models(tmp_path):
 
 def test_user_catalog_overrides_builtin_and_drives_architecture(tmp_path):
     path = tmp_path / "catalog.json"
-    path.write_text(json.dumps({"models": {"civitai:9@9": {"kind": "checkpoint", "architecture": "sd-1-5",
-                                                           "files": {"model": "checkpoints/mine.safetensors"}}}}))
+    path.write_text(json.dumps({"models": {
+        "civitai:9@9": {"kind": "checkpoint", "architecture": "sd-1-5",
+                        "files": {"model": "checkpoints/mine.safetensors"}},
+        "runware:100@1": {"kind": "diffusionModel", "architecture": "flux-1-schnell",
+                          "files": {"model": "diffusion_models/my-schnell-fp8.safetensors"}}}}))
     cat = Catalog.load(path)
     assert cat.get("civitai:9@9").architecture == "sd-1-5"
     assert cat.get("runware:101@1").source == "builtin"
+    builtin = Catalog.load(tmp_path / "absent.json").get("runware:100@1")
+    assert builtin.source == "builtin" and builtin.files["model"] == "diffusion_models/flux1-schnell.safetensors"
+    mine = cat.get("runware:100@1")  # the user's entry replaces the shipped one, whole
+    assert mine.source == "user" and mine.files == {"model": "diffusion_models/my-schnell-fp8.safetensors"}
     req = {"taskType": "imageInference", "taskUUID": "cc58c87f-bc7a-450e-a897-0e25a60e1cb2", "model": "civitai:9@9",
            "positivePrompt": "two words", "width": 512, "height": 512, "pulid": {"images": [
                "cc58c87f-bc7a-450e-a897-0e25a60e1cb2"]}}
