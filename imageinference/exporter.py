@@ -20,6 +20,7 @@ from typing import Any
 
 from .cache.fields import CACHE_FIELDS, WINDOW_FIELDS
 from .catalog import Catalog, chosen_air
+from .interop.percent_windows import SigmaOracle, active_steps
 from .interop.registry import ExportContext, NodeExport, node_exports
 from .samplers.schedulers import SCHEDULERS
 from .schema.validate import validate_task
@@ -38,8 +39,11 @@ class Export:
 
 
 class _Tracer(ExportContext):
-    def __init__(self, prompt: dict[str, Any], catalog: Catalog, read_image: ImageReader | None):
+    def __init__(self, prompt: dict[str, Any], catalog: Catalog, read_image: ImageReader | None,
+                 sigma_oracle: SigmaOracle | None = None):
         self.exports = node_exports()
+        self.sigma_oracle = sigma_oracle
+        self.core_sampling: tuple[str, str, int, float] | None = None  # the core sampler being traced
         self.prompt = prompt
         self.catalog = catalog
         self.read_image = read_image
@@ -223,13 +227,39 @@ class _Tracer(ExportContext):
             entry = {"model": air, "guideImage": guide, "weight": inputs.get("strength", 1.0),
                      "controlMode": "balanced"}
             start, end = float(inputs.get("start_percent", 0.0)), float(inputs.get("end_percent", 1.0))
-            if start > 0:
-                entry["startStepPercentage"] = round(start * 100)
-            if end < 1:
-                entry["endStepPercentage"] = round(end * 100)
+            if start > 0 or end < 1:
+                window = self.percent_window(nid, node, start, end)
+                if window is None:
+                    return None
+                entry.update(window)
         if entry["model"] is None or guide is None:
             return None
         return entry
+
+    def percent_window(self, nid: str, node: dict[str, Any], start: float, end: float) -> dict[str, int] | None:
+        """Core's sigma-fraction window as the steps it acts on under the traced KSampler, or None (noted)."""
+        why = ("start_percent/end_percent are fractions of the noise range, not of the steps; they map to steps "
+               "only with the sampler's sigmas")
+        if self.sigma_oracle is None or self.core_sampling is None or "model" not in self.req:
+            self.note(nid, node, why + ", which need ComfyUI and a KSampler with a model of known architecture")
+            return None
+        sampler, scheduler, steps, denoise = self.core_sampling
+        known = self.sigma_oracle(self.req["model"], sampler, scheduler, steps, denoise)
+        if known is None:
+            self.note(nid, node, why + f", unknown for {self.req['model']} with '{scheduler}'")
+            return None
+        sigmas, percent_to_sigma = known
+        steps_range = active_steps(sigmas, percent_to_sigma(start), percent_to_sigma(end))
+        if steps_range is None or steps_range.empty:
+            self.note(nid, node, "its window holds no step of this sampler's schedule; it does nothing and is "
+                      "left out" if steps_range is not None else "its window is not one run of steps")
+            return None
+        window = {}
+        if steps_range.start > 0:
+            window["startStep"] = steps_range.start
+        if steps_range.end < steps:
+            window["endStep"] = steps_range.end
+        return window
 
     # -- sampling
     def pack_sampler(self, nid: str, node: dict[str, Any]) -> None:
@@ -273,6 +303,8 @@ class _Tracer(ExportContext):
             self.note(nid, node, "partial step ranges have no request equivalent")
         seed = i.get("seed", i.get("noise_seed"))
         self.req.update({"seed": seed, "steps": i["steps"], "CFGScale": i["cfg"]})
+        self.core_sampling = (str(i.get("sampler_name")), str(i.get("scheduler")), int(i["steps"]),
+                              float(i.get("denoise", 1.0)))
         self.model(i.get("model"))
         self.conditioning(i.get("positive"), "positive")
         self.conditioning(i.get("negative"), "negative")
@@ -372,12 +404,13 @@ def output_nodes(prompt: dict[str, Any]) -> list[str]:
 
 
 def export_prompt(prompt: dict[str, Any], catalog: Catalog, output_id: str | None = None,
-                  read_image: ImageReader | None = None, task_uuid: str | None = None) -> Export:
+                  read_image: ImageReader | None = None, task_uuid: str | None = None,
+                  sigma_oracle: SigmaOracle | None = None) -> Export:
     """The request for the image that node `output_id` (default: the only output node) receives."""
     outputs = [output_id] if output_id else output_nodes(prompt)
     if not outputs:
         raise ValueError("the graph has no image output node (Image Inference Output, SaveImage, PreviewImage)")
-    tracer = _Tracer(prompt, catalog, read_image)
+    tracer = _Tracer(prompt, catalog, read_image, sigma_oracle)
     nid = outputs[0]
     tracer.visited.add(nid)
     tracer.output(nid, prompt[nid])

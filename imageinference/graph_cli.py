@@ -43,6 +43,26 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lazy_sigma_oracle(catalog: Any) -> Any:
+    """Brings ComfyUI in only if the graph has a core ControlNet window to convert (and ComfyUI is here)."""
+    built: list[Any] = []
+
+    def oracle(*args: Any) -> Any:
+        from .comfy_env import comfyui_found
+
+        if not built:
+            if not comfyui_found():
+                return None
+            from .comfy_runtime import use_inprocess_comfyui
+
+            use_inprocess_comfyui()
+            from .samplers.sigma_oracle import sigma_oracle
+
+            built.append(sigma_oracle(catalog))
+        return built[0](*args)
+    return oracle
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .catalog import Catalog
     from .comfy_env import comfyui_path
@@ -53,8 +73,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if isinstance(graph, dict) and "nodes" in graph and "links" in graph:
         graph = workflow_to_api(graph, _object_info(args.server))
     input_dir = Path(args.input_dir) if args.input_dir else comfyui_path() / "input"
+    catalog = Catalog.load()
     try:
-        exported = canonical_export(graph, Catalog.load(), output_id=args.node, read_image=file_reader(input_dir))
+        exported = canonical_export(graph, catalog, output_id=args.node, read_image=file_reader(input_dir),
+                                    sigma_oracle=_lazy_sigma_oracle(catalog))
     except ContractError as exc:
         return _fail(exc)
     except ValueError as exc:

@@ -11,6 +11,7 @@ from comfy_api.latest import io
 
 from ..catalog import Catalog
 from ..exporter import canonical_export, file_reader
+from ..samplers.sigma_oracle import sigma_oracle
 from .common import CATEGORY, node_id
 
 EXPORT_SUBFOLDER = "imageinference/exports"
@@ -39,9 +40,10 @@ class ExportRequest(io.ComfyNode):
     @classmethod
     def execute(cls, images) -> io.NodeOutput:
         prompt = cls.hidden.prompt or {}
-        exported = canonical_export(prompt, Catalog.load(), output_id=str(cls.hidden.unique_id),
+        catalog = Catalog.load()
+        exported = canonical_export(prompt, catalog, output_id=str(cls.hidden.unique_id),
                                     read_image=file_reader(Path(folder_paths.get_input_directory())),
-                                    task_uuid=str(uuid.uuid4()))
+                                    task_uuid=str(uuid.uuid4()), sigma_oracle=sigma_oracle(catalog))
         body = exported.to_json()
         text = json.dumps(body, indent=2, ensure_ascii=False)
         out_dir = Path(folder_paths.get_output_directory()) / EXPORT_SUBFOLDER

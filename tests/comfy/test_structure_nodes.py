@@ -309,3 +309,39 @@ def test_hires_defaults_for_true(sd15):
     assert torch.equal(by_default, sample(sd15, width=128, height=128, hiresFix=explicit, steps=3))
     other = HiresFixNode.execute("runware:504@1", 3, 0.3, "4").result[0]
     assert not torch.equal(by_default, sample(sd15, width=128, height=128, hiresFix=other, steps=3))
+
+
+@pytest.mark.parametrize(("start", "end"), [(0.2, 0.6), (0.0, 0.35), (0.5, 1.0)])
+def test_core_percent_windows_export_to_the_steps_core_runs_them_on(comfy, sd15, guide, start, end):
+    """Export converts a core ControlNet's noise-range fractions through the sampler's real sigmas: the exported
+    step window is exactly the steps on which core KSampler applied the control."""
+    from imageinference.catalog import Catalog
+    from imageinference.exporter import export_prompt
+    from imageinference.samplers.sigma_oracle import sigma_oracle
+
+    model, _v, pos, neg = sd15
+    control = comfy.ControlNetLoader().load_controlnet("tiny_sd15_controlnet.safetensors")[0]
+    p, n = comfy.ControlNetApplyAdvanced().apply_controlnet(pos, neg, control, guide, 1.0, start, end)[:2]
+    core = core_ksampler_recorded(comfy, sd15, p, n, 10, "karras")
+    ran_on = core.active_steps(schedule_of(model, "karras", 10))
+    graph = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a lighthouse"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "blurry"}},
+        "4": {"class_type": "ImageInferenceLoadImage", "inputs": {"image": "59a2edc2-45e6-429f-be5f-7ded59b92046",
+                                                                  "role": "guideImage"}},
+        "5": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "tiny_sd15_controlnet.safetensors"}},
+        "6": {"class_type": "ControlNetApplyAdvanced", "inputs": {
+            "positive": ["2", 0], "negative": ["3", 0], "control_net": ["5", 0], "image": ["4", 0],
+            "strength": 1.0, "start_percent": start, "end_percent": end}},
+        "7": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "8": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["6", 0], "negative": ["6", 1], "latent_image": ["7", 0], "seed": 3,
+            "steps": 10, "cfg": 5.0, "sampler_name": "euler", "scheduler": "karras", "denoise": 1.0}},
+        "9": {"class_type": "VAEDecode", "inputs": {"samples": ["8", 0], "vae": ["1", 2]}},
+        "10": {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": "x"}},
+    }
+    catalog = Catalog.load()
+    (entry,) = export_prompt(graph, catalog, sigma_oracle=sigma_oracle(catalog)).request["controlNet"]
+    exported = list(range(entry.get("startStep", 0), entry.get("endStep", 10)))
+    assert ran_on and exported == ran_on

@@ -190,11 +190,41 @@ def test_export_of_a_core_graph(catalog, tmp_path):
     assert (req["positivePrompt"], req["negativePrompt"], req["clipSkip"]) == ("a red fox", "blurry", 1)
     assert (req["seed"], req["steps"], req["CFGScale"], req["scheduler"]) == (99, 25, 6.5, "DPM++ 2M Karras")
     assert req["strength"] == 0.55 and req["inputs"]["seedImage"].startswith("data:image/png;base64,")
-    assert req["controlNet"] == [{"model": "test:cn@1", "guideImage": req["inputs"]["seedImage"], "weight": 0.6,
-                                  "controlMode": "balanced", "startStepPercentage": 10, "endStepPercentage": 80}]
+    # core's 0.1-0.8 is a fraction of the noise range: without the sampler's sigmas it has no step meaning
+    assert "controlNet" not in req
+    assert any("node 8 (ControlNetApplyAdvanced)" in n and "noise range" in n for n in exported.not_exportable)
     assert req["outputFormat"] == "PNG"
     assert "not exportable: node 13 (UpscaleModelLoader): does not feed the exported image" in exported.not_exportable
     assert any("node 9 (VAEEncode)" in n and "width/height" in n for n in exported.not_exportable)
+
+
+def linear_oracle(calls):
+    """Sigmas 25, 24, ..., 0 and percent p at sigma 25 x (1 - p): which steps a window holds is plain here."""
+    def oracle(air, sampler, scheduler, steps, denoise):
+        calls.append((air, sampler, scheduler, steps, denoise))
+        return [float(steps - i) for i in range(steps + 1)], lambda p: steps * (1 - p)
+    return oracle
+
+
+@pytest.mark.parametrize(("start", "end", "window"), [(0.1, 0.8, {"startStep": 3, "endStep": 21}),
+                                                      (0.0, 0.5, {"endStep": 13}), (0.5, 1.0, {"startStep": 13}),
+                                                      (0.41, 0.42, None)])
+def test_core_controlnet_windows_export_as_the_steps_they_act_on(catalog, tmp_path, start, end, window):
+    (tmp_path / "fox.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 16)
+    graph = core_graph()
+    graph["8"]["inputs"].update(start_percent=start, end_percent=end)
+    calls = []
+    exported = export_prompt(graph, catalog, read_image=file_reader(tmp_path), sigma_oracle=linear_oracle(calls))
+    assert calls == [("test:sd15@1", "dpmpp_2m", "karras", 25, 0.55)]
+    # steps whose sigma 25 - i lies in [25 (1 - end), 25 (1 - start)]
+    active = [i for i in range(25) if 25 * (1 - end) <= 25 - i <= 25 * (1 - start)]
+    if window is None:
+        assert active == [] and "controlNet" not in exported.request
+        assert any("holds no step" in n for n in exported.not_exportable)
+    else:
+        (entry,) = exported.request["controlNet"]
+        assert {k: v for k, v in entry.items() if k in ("startStep", "endStep")} == window
+        assert list(range(window.get("startStep", 0), window.get("endStep", 25))) == active
 
 
 def test_export_lists_what_it_cannot_express(catalog):
