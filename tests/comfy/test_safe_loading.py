@@ -4,6 +4,7 @@ made ComfyUI load pickles unsafely): checkpoints, diffusion models, VAEs, LoRAs,
 import json
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +28,9 @@ def planted(comfy, tmp_path, monkeypatch):
     monkeypatch.setattr(comfy.utils, "ALWAYS_SAFE_LOAD", False)
     marker = tmp_path / "payload-ran"
     models = tmp_path / "models"
-    catalog = json.loads(open(os.environ["IMAGEINFERENCE_CATALOG"]).read())
+    catalog_file = Path(os.environ["IMAGEINFERENCE_CATALOG"])
+    backup = catalog_file.read_text()
+    catalog = json.loads(backup)
     for folder, kind in (("checkpoints", "checkpoint"), ("vae", "vae"), ("loras", "lora"),
                          ("upscale_models", "upscaler"), ("diffusion_models", "diffusionModel")):
         (models / folder).mkdir(parents=True)
@@ -38,10 +41,9 @@ def planted(comfy, tmp_path, monkeypatch):
     catalog["models"]["evil:vae-user@1"] = {"kind": "checkpoint", "architecture": "sd-1-5",
                                             "files": {"model": "checkpoints/tiny_sd15.safetensors",
                                                       "vae": "vae/evil.ckpt"}}
-    backup = open(os.environ["IMAGEINFERENCE_CATALOG"]).read()
-    open(os.environ["IMAGEINFERENCE_CATALOG"], "w").write(json.dumps(catalog))
+    catalog_file.write_text(json.dumps(catalog))
     yield marker
-    open(os.environ["IMAGEINFERENCE_CATALOG"], "w").write(backup)
+    catalog_file.write_text(backup)
 
 
 def test_no_model_path_runs_a_pickle(planted):
