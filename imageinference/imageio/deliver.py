@@ -39,7 +39,8 @@ def view_url(base_url: str, filename: str) -> str:
 def deliver(images: list[Image.Image], seeds: list[int | None], task_uuid: str, store: ImageStore, base_url: str,
             output_type: str = "URL", output_format: str = "JPG", output_quality: int = 95,
             ttl: int | None = None, include_cost: bool = False,
-            request: dict[str, Any] | None = None, watermark: dict[str, Any] | None = None) -> list[ImageResult]:
+            request: dict[str, Any] | None = None, watermark: dict[str, Any] | None = None,
+            graph: dict[str, Any] | None = None) -> list[ImageResult]:
     """`watermark`: the watermark drawn on the images, if any (recorded in the metadata, flagged in the response)."""
     results = []
     for i, img in enumerate(images):
@@ -48,7 +49,7 @@ def deliver(images: list[Image.Image], seeds: list[int | None], task_uuid: str, 
         metadata: dict[str, Any] = {"request": request, "seed": seed, "imageUUID": image_uuid, "taskUUID": task_uuid}
         if watermark is not None:
             metadata["watermark"] = watermark
-        data = encode_image(img, output_format, output_quality, metadata)
+        data = encode_image(img, output_format, output_quality, metadata, graph)
         path = store.save(image_uuid, output_format, data, ttl if output_type == "URL" else None)
         if output_type == "URL":
             value = view_url(base_url, path.name)

@@ -1,6 +1,10 @@
 """Encode images as JPG / PNG / WEBP with the canonical request embedded, so a file can be re-run.
 
 PNG: a text chunk `imageinference`. JPG and WEBP: EXIF UserComment (tag 0x9286) holding the same JSON.
+The graph that made the image (`prompt`, and the frontend's `workflow`), where known, is written the way core
+ComfyUI's SaveImage writes it, so dropping the file on ComfyUI's canvas restores the graph: PNG text chunks named
+`prompt` and `workflow`; for WEBP (and JPG) the EXIF strings `prompt:<json>` (tag 0x0110) and `workflow:<json>`
+(0x010F, then downwards for further keys).
 """
 
 from __future__ import annotations
@@ -18,13 +22,21 @@ _ASCII = b"ASCII\x00\x00\x00"
 PIL_NAMES = {"JPG": "JPEG", "PNG": "PNG", "WEBP": "WEBP"}
 
 
-def encode_image(img: Image.Image, fmt: str, quality: int = 95, metadata: dict[str, Any] | None = None) -> bytes:
+PROMPT_TAG, FIRST_EXTRA_TAG = 0x0110, 0x010F  # EXIF Model, Make: where core ComfyUI puts the graph
+
+
+def encode_image(img: Image.Image, fmt: str, quality: int = 95, metadata: dict[str, Any] | None = None,
+                 graph: dict[str, Any] | None = None) -> bytes:
+    """`graph`: {"prompt": API prompt, plus the frontend's extra_pnginfo such as "workflow"}."""
     buf = io.BytesIO()
     text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=True) if metadata is not None else None
+    graph = {k: v for k, v in (graph or {}).items() if v is not None}
     if fmt == "PNG":
         info = PngInfo()
         if text is not None:
             info.add_text(METADATA_KEY, text)
+        for key, value in graph.items():
+            info.add_text(key, json.dumps(value))
         img.save(buf, "PNG", pnginfo=info, compress_level=4)
         return buf.getvalue()
     if fmt == "JPG" and img.mode not in ("RGB", "L"):
@@ -32,6 +44,10 @@ def encode_image(img: Image.Image, fmt: str, quality: int = 95, metadata: dict[s
     exif = Image.Exif()
     if text is not None:
         exif[USER_COMMENT] = _ASCII + text.encode("ascii")
+    if "prompt" in graph:
+        exif[PROMPT_TAG] = f"prompt:{json.dumps(graph['prompt'])}"
+    for offset, key in enumerate(k for k in graph if k != "prompt"):
+        exif[FIRST_EXTRA_TAG - offset] = f"{key}:{json.dumps(graph[key])}"
     img.save(buf, PIL_NAMES[fmt], quality=quality, exif=exif.tobytes())
     return buf.getvalue()
 
@@ -47,3 +63,25 @@ def read_metadata(data: bytes) -> dict[str, Any] | None:
         return None
     value = json.loads(raw)
     return value if isinstance(value, dict) else None
+
+
+def read_graph(data: bytes) -> dict[str, Any]:
+    """The graph metadata written by `encode_image` (or core SaveImage): {"prompt": ..., "workflow": ...}."""
+    img = Image.open(io.BytesIO(data))
+    out: dict[str, Any] = {}
+    if img.format == "PNG":
+        for key, value in img.info.items():
+            if key != METADATA_KEY and isinstance(value, str):
+                try:
+                    out[str(key)] = json.loads(value)
+                except ValueError:
+                    continue
+        return out
+    for tag, value in img.getexif().items():
+        if FIRST_EXTRA_TAG - 8 <= tag <= PROMPT_TAG and isinstance(value, str) and ":" in value:
+            key, _, body = value.partition(":")
+            try:
+                out[key] = json.loads(body)
+            except ValueError:
+                continue
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from typing import Any
 
 from comfy_api.latest import io, ui
 
@@ -95,8 +96,20 @@ class ImageInferenceOutput(io.ComfyNode):
                                         "and the Export node fill it)."),
             ],
             outputs=[io.String.Output(display_name="response")],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
             is_output_node=True,
         )
+
+    @classmethod
+    def graph_metadata(cls) -> dict[str, Any] | None:
+        """The graph as core SaveImage embeds it (prompt + the frontend's workflow), unless ComfyUI runs with
+        --disable-metadata."""
+        from comfy.cli_args import args
+
+        hidden = cls.hidden
+        if args.disable_metadata or hidden is None:
+            return None
+        return {"prompt": hidden.prompt, **(hidden.extra_pnginfo or {})}
 
     @classmethod
     def execute(cls, images, outputFormat: str, outputQuality: int, outputType: str, ttl: int,
@@ -119,7 +132,8 @@ class ImageInferenceOutput(io.ComfyNode):
         canonical = json.loads(request) if request.strip() else None
         applied = json.loads(watermark) if watermark.strip() else None
         results = deliver([to_pil(img) for img in images], seed_list, task_uuid, image_store(), public_base_url(),
-                          outputType, outputFormat, outputQuality, ttl or None, includeCost, canonical, applied)
+                          outputType, outputFormat, outputQuality, ttl or None, includeCost, canonical, applied,
+                          cls.graph_metadata())
         text = json.dumps(data_envelope(results, notes))
         saved = [ui.SavedResult(f"{r.imageUUID}.{EXTENSIONS[outputFormat]}", STORE_SUBFOLDER, io.FolderType.output)
                  for r in results]

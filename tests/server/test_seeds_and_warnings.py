@@ -49,3 +49,17 @@ def test_a_graph_without_seeds_gets_no_invented_seed(server):
     assert "seed" not in body["data"][0]
     assert [w["code"] for w in body["warnings"]] == ["unknownSeed"]
     assert "seed" in server.log_tail(200) and "unknownSeed" in server.log_tail(200)
+
+
+def test_saved_images_carry_their_graph_like_core_saveimage(server):
+    """Prompt and the frontend's workflow go into the file, so dropping it on ComfyUI restores the graph."""
+    from imageinference.imageio.encode import read_graph
+
+    _canonical, prompt = compile_request(tiny_request(seed=9, taskUUID="0f1e2d3c-4b5a-4697-8877-665544332211"))
+    workflow = {"nodes": [], "links": [], "version": 0.4, "extra": {"note": "as the frontend sends it"}}
+    result = server.run_prompt(prompt, extra_data={"extra_pnginfo": {"workflow": workflow}})
+    response_of(result)
+    (image,) = result.images
+    graph = read_graph(image.data)
+    assert graph["workflow"] == workflow
+    assert graph["prompt"] == prompt

@@ -1,6 +1,7 @@
 """Image strings in, image files out: strict decoding, safe fetching, the UUID store, metadata, delivery."""
 
 import base64
+import json
 import http.server
 import io
 import threading
@@ -237,3 +238,22 @@ def test_result_seeds_rule():
     assert result_seeds(SEED_MAX, 2) == [SEED_MAX, 0]
     drawn = result_seeds(None, 2)
     assert 0 <= drawn[0] < 2**32 and drawn[1] == drawn[0] + 1
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "JPG"])
+def test_the_graph_is_embedded_as_core_saveimage_does(fmt):
+    """PNG text chunks `prompt`/`workflow`; WEBP/JPG EXIF 0x0110 `prompt:<json>` and 0x010F `workflow:<json>`."""
+    prompt = {"1": {"class_type": "KSampler", "inputs": {"seed": 5}}}
+    workflow = {"nodes": [{"id": 1, "type": "KSampler"}], "links": [], "version": 0.4}
+    data = encode_image(Image.new("RGB", (8, 8)), fmt, 90, {"seed": 5}, {"prompt": prompt, "workflow": workflow})
+    img = Image.open(io.BytesIO(data))
+    if fmt == "PNG":
+        assert json.loads(img.info["prompt"]) == prompt and json.loads(img.info["workflow"]) == workflow
+    else:
+        exif = img.getexif()
+        assert exif[0x0110] == "prompt:" + json.dumps(prompt)
+        assert exif[0x010F] == "workflow:" + json.dumps(workflow)
+    from imageinference.imageio.encode import read_graph
+
+    assert read_graph(data) == {"prompt": prompt, "workflow": workflow}
+    assert read_metadata(data) == {"seed": 5}
