@@ -142,3 +142,19 @@ def test_flux_clip_l_weights_are_really_loaded(flux_clip, tiny_models_root):
     loaded = flux_clip.cond_stage_model.clip_l.transformer.state_dict()
     key = "text_model.encoder.layers.1.mlp.fc1.weight"
     assert torch.equal(loaded[key].float(), saved[key].float())
+
+
+@pytest.mark.parametrize("texts", [["a\\b"], ["x\\(y", "z"], ["trailing\\"], ["\\)", "b:c"], ["(a)", "[b]"]])
+def test_fragment_texts_reach_comfyuis_parser_unchanged(comfy, texts):
+    """Backslashes, brackets and colons in a fragment come back out of ComfyUI's own weight parsing as typed."""
+    from comfy.sd1_clip import escape_important, token_weights, unescape_important
+
+    from imageinference.prompting.encode import comfy_notation
+    from imageinference.prompting.parse import Fragment, Prompt
+
+    fragments = tuple(Fragment(t, w) for t, w in zip(texts, (1.0, 1.3), strict=False))
+    notation = comfy_notation(Prompt(fragments))
+    read = [(unescape_important(t), w) for t, w in token_weights(escape_important(notation), 1.0)]
+    joined = [(t.strip(), w) for t, w in read if t.strip()]
+    assert [w for _t, w in joined] == [f.weight for f in fragments]
+    assert [t for t, _w in joined] == [f.text for f in fragments]

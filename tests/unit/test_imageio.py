@@ -1,9 +1,9 @@
 """Image strings in, image files out: strict decoding, safe fetching, the UUID store, metadata, delivery."""
 
 import base64
-import json
 import http.server
 import io
+import json
 import threading
 import time
 import uuid
