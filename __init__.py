@@ -2,4 +2,7 @@
 
 from .imageinference.entrypoint import comfy_entrypoint
 
-__all__ = ["comfy_entrypoint"]
+# The frontend extension (menu entry "Show imageInference request", request files dropped on the canvas).
+WEB_DIRECTORY = "./web"
+
+__all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]

@@ -18,7 +18,10 @@ COMFY_ROOT = comfyui_path()
 COMFY_FOUND = comfyui_found(COMFY_ROOT)
 SKIP_LINE = (f"ComfyUI NOT FOUND at {COMFY_ROOT} (set COMFYUI_PATH): the in-process and server ComfyUI "
              "test layers are SKIPPED")
-_layer_counts = {"comfy": 0, "server": 0}
+_layer_counts = {"comfy": 0, "server": 0, "browser": 0}
+NO_BROWSER = os.environ.get("IMAGEINFERENCE_NO_BROWSER") or (
+    None if os.environ.get("IMAGEINFERENCE_CHROMIUM") or shutil.which("chromium") else
+    "no chromium on PATH (scripts/test.sh installs Debian's chromium; or set IMAGEINFERENCE_CHROMIUM)")
 
 
 def pytest_report_header(config):
@@ -30,13 +33,16 @@ def pytest_report_header(config):
 def pytest_collection_modifyitems(config, items):
     here = Path(__file__).parent
     skip = pytest.mark.skip(reason=SKIP_LINE)
+    no_browser = pytest.mark.skip(reason=f"BROWSER LAYER SKIPPED: {NO_BROWSER}")
     for item in items:
         rel = Path(str(item.fspath)).resolve().relative_to(here.resolve())
         layer = rel.parts[0]
-        if layer in ("comfy", "server"):
+        if layer in ("comfy", "server", "browser"):
             item.add_marker(getattr(pytest.mark, layer))
             if not COMFY_FOUND:
                 item.add_marker(skip)
+            elif layer == "browser" and NO_BROWSER:
+                item.add_marker(no_browser)
 
 
 def pytest_runtest_logreport(report):
@@ -53,6 +59,10 @@ def pytest_terminal_summary(terminalreporter):
             f"against {COMFY_ROOT}")
     else:
         terminalreporter.write_line(SKIP_LINE, red=True, bold=True)
+    if NO_BROWSER or not COMFY_FOUND:
+        terminalreporter.write_line(f"Browser layer SKIPPED: {NO_BROWSER or 'no ComfyUI'}", red=True, bold=True)
+    else:
+        terminalreporter.write_line(f"Browser layer ran: {_layer_counts['browser']} tests passed in headless Chromium")
 
 
 # ---------------------------------------------------------------- shared fixtures

@@ -19,7 +19,7 @@ from .parse import Blend, Conjunction, Prompt, parse_prompt
 
 
 def _escape(text: str) -> str:
-    return text.replace("(", "\\(").replace(")", "\\)")  # ComfyUI unescapes only \\( and \\)
+    return text.replace("(", "\\(").replace(")", "\\)")  # ComfyUI unescapes only "\(" and "\)", never "\\"
 
 
 def comfy_notation(prompt: Prompt) -> str:

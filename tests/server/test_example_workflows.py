@@ -24,7 +24,7 @@ def object_info(server):
 @pytest.mark.parametrize("path", REQUESTS, ids=lambda p: p.stem)
 def test_checked_in_graphs_are_the_compilers(path, object_info):
     _canonical, prompt = compile_request(json.loads(path.read_text()))
-    api = json.loads((ROOT / "workflows" / f"{path.stem}.api.json").read_text())
+    api = json.loads((ROOT / "workflows" / "api" / f"{path.stem}.json").read_text())
     workflow = json.loads((ROOT / "workflows" / f"{path.stem}.json").read_text())
     assert api == prompt
     assert api_to_workflow(api, object_info) == workflow  # the server's node definitions agree with ours
