@@ -21,7 +21,7 @@ NOT_YET = {
     "refiner": "the SDXL refiner", "photoMaker": "PhotoMaker", "embeddings": "textual-inversion embeddings",
     "acePlusPlus": "ACE++", "safety": "content safety checks",
     "webhookURL": "webhook delivery", "uploadEndpoint": "upload delivery", "resolution": "`resolution` sizing",
-    "trueCFGScale": "true CFG", "settings": "model settings", "providerSettings": "provider settings",
+"settings": "model settings", "providerSettings": "provider settings",
     "acceleration": "acceleration presets", "upscaleFactor": "top-level upscaleFactor",
 }
 
@@ -108,7 +108,8 @@ def compile_request(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "model": g.model, "vae": g.vae, "positive": g.positive, "negative": g.negative,
         "width": d["width"], "height": d["height"], "seed": d.get("seed", -1), "steps": d["steps"],
         "scheduler": d["scheduler"], "CFGScale": d["CFGScale"], "numberResults": d["numberResults"],
-        "strength": d.get("strength", 0.8), "maskMargin": d.get("maskMargin", 0)}
+        "strength": d.get("strength", 0.8), "maskMargin": d.get("maskMargin", 0),
+        "trueCFGScale": d.get("trueCFGScale", -1.0)}
     inputs = d.get("inputs") or {}
     if inputs.get("seedImage"):
         g.add(NODE["seed"], "ImageInferenceLoadImage", {"image": inputs["seedImage"], "role": "seedImage"})

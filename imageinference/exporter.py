@@ -268,6 +268,8 @@ class _Tracer(ExportContext):
             self.req[key] = i[key]
         if int(i.get("seed", -1)) >= 0:
             self.req["seed"] = int(i["seed"])
+        if float(i.get("trueCFGScale", -1.0)) >= 0:
+            self.req["trueCFGScale"] = float(i["trueCFGScale"])
         self.model(i.get("model"))
         self.conditioning(i.get("positive"), "positive")
         self.conditioning(i.get("negative"), "negative")

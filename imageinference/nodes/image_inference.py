@@ -48,7 +48,12 @@ class ImageInference(io.ComfyNode):
                 io.Combo.Input("scheduler", options=list(SCHEDULER_NAMES), default="Default",
                                tooltip="imageInference `scheduler`: one of the 75 API names."),
                 io.Float.Input("CFGScale", default=7.0, min=0.0, max=50.0, step=0.01,
-                               tooltip="imageInference `CFGScale`: guidance; <= 1 disables it and the negative prompt."),
+                               tooltip="imageInference `CFGScale`: classifier-free guidance (<= 1 disables it and "
+                                       "the negative prompt); on FLUX, the model's distilled guidance."),
+                io.Float.Input("trueCFGScale", default=-1.0, min=-1.0, max=50.0, step=0.01, optional=True,
+                               tooltip="imageInference `trueCFGScale` (FLUX): real classifier-free guidance with the "
+                                       "negative prompt at this scale, on top of the distilled guidance CFGScale "
+                                       "sets; -1 = not set (no real CFG, the negative prompt is ignored)."),
                 io.Int.Input("numberResults", default=1, min=1, max=20,
                              tooltip="imageInference `numberResults`: images in one batch, each with its own seed."),
                 io.Float.Input("strength", default=0.8, min=0.0, max=1.0, step=0.01,
@@ -83,7 +88,8 @@ class ImageInference(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, positive, negative, width: int, height: int, seed: int, steps: int,
                 scheduler: str, CFGScale: float, numberResults: int, strength: float, maskMargin: int,
-                seedImage=None, maskImage=None, outpaint=None, hiresFix=None) -> io.NodeOutput:
+                seedImage=None, maskImage=None, outpaint=None, hiresFix=None,
+                trueCFGScale: float = -1.0) -> io.NodeOutput:
         if width % 64 or height % 64:
             bad = "width" if width % 64 else "height"
             raise ContractError.single(code_for("invalid", bad), f"'{bad}' must be a multiple of 64", bad, "integer")
@@ -108,7 +114,8 @@ class ImageInference(io.ComfyNode):
                 raise ContractError.single(
                     code_for("invalid", bad), f"outpaint: the seed image ({sw}x{sh}) plus the extensions makes "
                     f"{cw}x{ch}, but width x height is {width}x{height}; they must be equal", bad, "integer")
-        settings = SamplingSettings(steps, CFGScale, scheduler, result_seeds(None if seed < 0 else seed, numberResults))
+        settings = SamplingSettings(steps, CFGScale, scheduler, result_seeds(None if seed < 0 else seed, numberResults),
+                                    None if trueCFGScale < 0 else trueCFGScale)
         if seedImage is None:
             images, latent = text_to_image(model, vae, positive, negative, width, height, settings, hiresFix)
         elif outpaint is not None:

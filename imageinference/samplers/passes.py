@@ -5,6 +5,9 @@ Rules (documented in the README):
 - `numberResults` N samples one batch; result i has its own noise drawn from seed_i (see seeds.py), so result i
   equals a single run with seed_i for deterministic samplers.
 - CFGScale <= 1: the negative prompt is ignored, by sampling with the positive conditioning in its place.
+- Guidance-distilled models (FLUX.1 dev/schnell, FLUX.2): `CFGScale` is the model's distilled guidance (what
+  core's FluxGuidance node sets) and the sampler runs without real CFG, so the negative prompt is ignored, unless
+  `trueCFGScale` asks for real classifier-free guidance with the negative prompt on top (cfg = trueCFGScale).
 - A seed image of another size is scaled to cover width x height and centre-cropped; its mask (same size as the
   seed image, checked by the node) goes through the same scaling.
 - Inpainting changes only masked pixels: the decoded result is blended into the seed image with the mask, so
@@ -15,12 +18,14 @@ Rules (documented in the README):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import comfy.model_base
 import comfy.sample
 import comfy.utils
 import latent_preview
+import node_helpers
 import torch
 
 from .hires import DEFAULT_STRENGTH, HiresOptions, native_area, upscale_image, vae_decode, vae_encode
@@ -36,6 +41,12 @@ class SamplingSettings:
     cfg: float
     scheduler: str  # imageInference scheduler name
     seeds: list[int]
+    true_cfg: float | None = None  # guidance-distilled models: real CFG scale with the negative prompt
+
+
+def guidance_distilled(model: Any) -> bool:
+    """Models whose guidance is an input of the network (FLUX.1, FLUX.2), not classifier-free guidance."""
+    return type(model.model) in (comfy.model_base.Flux, comfy.model_base.Flux2)
 
 
 def _noise(latent: torch.Tensor, seeds: list[int]) -> torch.Tensor:
@@ -46,10 +57,15 @@ def sample(model: Any, positive: Any, negative: Any, latent: torch.Tensor, s: Sa
            denoise: float = 1.0, noise_mask: torch.Tensor | None = None) -> torch.Tensor:
     sampler_name, schedule = lookup(s.scheduler).resolve(model_family(model))
     latent = comfy.sample.fix_empty_latent_channels(model, latent)
-    if s.cfg <= 1.0:
+    cfg = s.cfg
+    if guidance_distilled(model):
+        positive = node_helpers.conditioning_set_values(positive, {"guidance": s.cfg})
+        negative = node_helpers.conditioning_set_values(negative, {"guidance": s.cfg})
+        cfg = s.true_cfg if s.true_cfg is not None else 1.0
+    if cfg <= 1.0 and "sampler_cfg_function" not in model.model_options:
         negative = positive  # guidance off: uncond == cond, so the negative prompt cannot act
     callback = latent_preview.prepare_callback(model, s.steps)
-    return comfy.sample.sample(model, _noise(latent, s.seeds), s.steps, s.cfg, sampler_name, schedule, positive,
+    return comfy.sample.sample(model, _noise(latent, s.seeds), s.steps, cfg, sampler_name, schedule, positive,
                                negative, latent, denoise=denoise, noise_mask=noise_mask, callback=callback,
                                disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=s.seeds[0])
 
@@ -88,7 +104,7 @@ def hires_second_pass(model: Any, vae: Any, positive: Any, negative: Any, first:
     upscaled = fit(upscale_image(hires.upscaler, first[..., :3]), width, height)
     steps = hires.steps or s.steps
     strength = DEFAULT_STRENGTH if hires.strength is None else hires.strength
-    second = SamplingSettings(steps, s.cfg, s.scheduler, s.seeds)
+    second = replace(s, steps=steps)
     latent = sample(model, positive, negative, vae_encode(vae, upscaled), second, denoise=strength)
     return vae_decode(vae, latent), latent
 

@@ -201,7 +201,13 @@ def check(d: dict[str, Any], profile: Profile, model: str) -> tuple[list[Issue],
                                     path))
 
     # Accepted but without effect
-    if d.get("negativePrompt") is not None and cfg is not None and cfg <= 1:
+    true_cfg = _num(d.get("trueCFGScale"))
+    if (d.get("negativePrompt") is not None and (profile.architecture or "").startswith("flux")
+            and (true_cfg is None or true_cfg <= 1)):
+        warnings.append(ApiError("ignoredNegativePrompt", "'negativePrompt' acts on FLUX only with 'trueCFGScale' "
+                                 "above 1: FLUX's CFGScale is its distilled guidance, not classifier-free guidance",
+                                 "negativePrompt", "string"))
+    elif d.get("negativePrompt") is not None and cfg is not None and cfg <= 1:
         warnings.append(ApiError("ignoredNegativePrompt",
                                  f"'negativePrompt' is ignored because CFGScale ({cfg:g}) is at most 1",
                                  "negativePrompt", "string"))

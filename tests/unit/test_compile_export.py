@@ -93,6 +93,8 @@ def compilable_requests(draw):
     if mode == "outpaint":
         req["outpaint"] = {"top": 64, "right": 0, "bottom": draw(st.sampled_from([0, 128])), "left": 0,
                            "blur": draw(st.integers(0, 32))}
+    if model == "rundiffusion:130@100" and draw(st.booleans()):
+        req["trueCFGScale"] = draw(st.floats(0, 20, allow_nan=False))
     if model != "runware:5@1" and draw(st.booleans()):
         req["hiresFix"] = draw(st.sampled_from([True, {"model": "runware:504@1"},
                                                 {"model": "runware:esrgan@ultrasharp", "steps": 12, "strength": 0.4}]))

@@ -227,6 +227,14 @@ def test_negative_prompt_with_low_cfg_is_accepted_and_reported_ignored():
     assert validate_task(mutate(SD3, negativePrompt="blurry", CFGScale=1.5)).warnings == []
 
 
+def test_on_flux_the_negative_prompt_needs_true_cfg():
+    """FLUX's CFGScale is its distilled guidance: only trueCFGScale above 1 runs the negative prompt."""
+    flux = validate_task(mutate(FLUX, negativePrompt="blurry", CFGScale=7))
+    assert [w.code for w in flux.warnings] == ["ignoredNegativePrompt"]
+    assert "trueCFGScale" in flux.warnings[0].message
+    assert validate_task(mutate(FLUX, negativePrompt="blurry", trueCFGScale=3)).warnings == []
+
+
 def test_base64_and_data_uri_images_are_accepted():
     for value in (PNG_B64, f"data:image/png;base64,{PNG_B64}", "https://example.com/a.png", IMG):
         assert validate_task(mutate(SD3, inputs={"seedImage": value})).request.seed_image == value

@@ -2,7 +2,8 @@
 
 The request names no PuLID weights: compiled graphs use the default AIR (pulid/stack.py DEFAULT_PULID); a graph
 whose PuLID node uses other weights exports with a "not exportable" line saying so. `pulid.trueCFGScale` is carried
-by the PuLID node (real CFG with that scale) until the sampler has a `trueCFGScale` input of its own.
+by the PuLID node (real CFG with that scale, the negative prompt on the unconditional pass); the request's top-level
+`trueCFGScale` by the sampler. With both, PuLID's scale combines the two passes.
 """
 
 from __future__ import annotations
