@@ -19,11 +19,13 @@ from .schema.validate import validate_task
 NOT_YET = {
     "ipAdapters": "IP-Adapters",
     "refiner": "the SDXL refiner", "photoMaker": "PhotoMaker", "embeddings": "textual-inversion embeddings",
-    "acePlusPlus": "ACE++", "safety": "content safety checks",
-    "webhookURL": "webhook delivery", "uploadEndpoint": "upload delivery", "resolution": "`resolution` sizing",
-"settings": "model settings", "providerSettings": "provider settings",
+    "acePlusPlus": "ACE++", "safety": "content safety checks", "resolution": "`resolution` sizing",
+    "settings": "model settings", "providerSettings": "provider settings",
     "acceleration": "acceleration presets", "upscaleFactor": "top-level upscaleFactor",
 }
+DELIVERY = ("webhookURL", "uploadEndpoint")
+"""Delivery, not a graph concept: the imageInference endpoint (/imageinference/v1) removes them before compiling
+and delivers itself; anything else that compiles a request with them is told so."""
 
 NODE = {"loader": "1", "lora": "2", "prompt": "3", "sampler": "4", "output": "5", "seed": "6", "mask": "7",
         "outpaint": "10", "hires": "11", "cache": "12"}
@@ -43,6 +45,11 @@ def unsupported(d: dict[str, Any]) -> list[ApiError]:
             continue
         errors.append(ApiError(code_for("unsupported", field),
                                f"{what} ('{field}') has no local engine in this pack yet", field))
+    for field in DELIVERY:
+        if d.get(field) is not None:
+            errors.append(ApiError(code_for("unsupported", field), f"'{field}' is delivery, which the imageInference "
+                                   "endpoint (/imageinference/v1 on ComfyUI's port) does; a graph or the `run` command "
+                                   "cannot deliver", field))
     acc = d.get("acceleratorOptions") or {}
     if acc.get("deepCache") and "deepCache" not in handled_switches():
         errors.append(ApiError("unsupportedAcceleratorOptions", "DeepCache is for UNet models and has no local "

@@ -6,6 +6,16 @@ from typing import Any
 
 from . import __version__
 from .comfy_env import HOW_TO_GET_COMFYUI, comfyui_found, comfyui_path, comfyui_version
+from .server.config import API_KEY_ENV, BASE_PATH, EndpointConfig
+
+
+def endpoint_info() -> dict[str, Any]:
+    """Where ComfyUI answers imageInference tasks once it runs with this pack, and who may use it."""
+    config = EndpointConfig.from_env()
+    return {"path": BASE_PATH, "rest": f"POST http://<comfyui-host>:<port>{BASE_PATH}",
+            "websocket": f"ws://<comfyui-host>:<port>{BASE_PATH}",
+            "access": "loopback clients only (no API key)" if config.loopback_only
+            else f"every task needs the key in {API_KEY_ENV}"}
 
 
 def registered_node_ids() -> list[str]:
@@ -25,6 +35,7 @@ def collect_info() -> dict[str, Any]:
         "pack": "imageinference-nodes",
         "version": __version__,
         "comfyui": {"found": found, "path": str(root), "version": comfyui_version(root) if found else None},
+        "endpoint": endpoint_info(),
     }
     if found:
         try:
@@ -48,4 +59,8 @@ def format_info(info: dict[str, Any]) -> str:
     if "nodesError" in info:
         lines.append(f"node import failed: {info['nodesError']}")
     lines.append(f"nodes ({len(info['nodes'])}): " + (", ".join(info["nodes"]) or "(need ComfyUI to list)"))
+    endpoint = info.get("endpoint")
+    if endpoint:
+        lines.append(f"imageInference endpoint: {endpoint['path']} on ComfyUI's own port ({endpoint['rest']}; "
+                     f"WebSocket {endpoint['websocket']}); {endpoint['access']}")
     return "\n".join(lines)

@@ -183,7 +183,7 @@ def check(d: dict[str, Any], profile: Profile, model: str) -> tuple[list[Issue],
     if d.get("layerDiffuse") is True and d.get("outputFormat") not in ("PNG", "WEBP"):
         issues.append(Issue("invalidOutputFormat", "transparency (layerDiffuse) needs an output format with alpha",
                             ("outputFormat",), "string", ("PNG", "WEBP")))
-    if d.get("ttl") is not None and d.get("outputType") != "URL":
+    if d.get("ttl") is not None and d.get("outputType", "URL") != "URL":
         issues.append(Issue("invalidTtl", "'ttl' only applies when outputType is 'URL'", ("ttl",), "integer"))
     wm = d.get("watermark")
     if isinstance(wm, dict) and (wm.get("text") is None) == (wm.get("image") is None):

@@ -218,3 +218,11 @@ def test_reference_rules_that_accept():
     ace = validate_task(dict(base, model="runware:102@1", width=512, height=512, referenceImages=[ref],
                              acePlusPlus={"type": "subject"})).to_json()
     assert ace["inputs"]["referenceImages"] == [ref]
+
+
+def test_ttl_with_the_default_output_type():
+    """outputType defaults to URL, so a ttl alone is valid."""
+    req = {"taskType": "imageInference", "taskUUID": "cc58c87f-bc7a-450e-a897-0e25a60e1cb2", "model": "runware:5@1",
+           "positivePrompt": "a glass house", "ttl": 120}
+    canonical = validate_task(req).to_json()
+    assert canonical["ttl"] == 120 and canonical["outputType"] == "URL"

@@ -1,0 +1,89 @@
+"""The endpoint's path and settings, read from environment variables (documented in the README). Pure."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+BASE_PATH = "/imageinference/v1"
+"""The one path of the endpoint: POST for REST, GET with an Upgrade header for WebSocket."""
+IMAGE_PATH = BASE_PATH + "/image"
+"""Images of `outputType: "URL"` and of `imageUpload` are served below this path, honouring their `ttl`."""
+API_KEY_ENV = "IMAGEINFERENCE_API_KEY"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int = 1) -> int:
+    try:
+        return max(low, int(env.get(name, default)))
+    except ValueError:
+        return default
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float = 0.01) -> float:
+    try:
+        value = float(env.get(name, default))
+    except ValueError:
+        return default
+    return max(low, value) if value == value else default  # NaN -> default
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    api_key: str | None = None
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_tasks_per_request: int = 256
+    max_pending_tasks: int = 5000
+    body_timeout_s: float = 60.0
+    sync_timeout_s: float = 900.0
+    ws_idle_s: float = 120.0
+    session_keep_s: float = 120.0
+    webhook_attempts: int = 6
+    webhook_backoff_s: float = 1.0
+    webhook_backoff_max_s: float = 60.0
+    webhook_timeout_s: float = 15.0
+    retention_s: float = 7 * 24 * 3600.0
+    allow_private_targets: bool = False
+    store_path: Path | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EndpointConfig:
+        env = os.environ if env is None else env
+        key = env.get(API_KEY_ENV, "").strip() or None
+        store = env.get("IMAGEINFERENCE_TASK_DB", "").strip()
+        d = cls()
+        return cls(
+            api_key=key,
+            max_body_bytes=_int(env, "IMAGEINFERENCE_MAX_BODY_BYTES", d.max_body_bytes, 1024),
+            max_tasks_per_request=_int(env, "IMAGEINFERENCE_MAX_TASKS_PER_REQUEST", d.max_tasks_per_request),
+            max_pending_tasks=_int(env, "IMAGEINFERENCE_MAX_PENDING_TASKS", d.max_pending_tasks),
+            body_timeout_s=_float(env, "IMAGEINFERENCE_BODY_TIMEOUT", d.body_timeout_s),
+            sync_timeout_s=_float(env, "IMAGEINFERENCE_SYNC_TIMEOUT", d.sync_timeout_s),
+            ws_idle_s=_float(env, "IMAGEINFERENCE_WS_IDLE_SECONDS", d.ws_idle_s),
+            session_keep_s=_float(env, "IMAGEINFERENCE_SESSION_KEEP_SECONDS", d.session_keep_s),
+            webhook_attempts=_int(env, "IMAGEINFERENCE_WEBHOOK_ATTEMPTS", d.webhook_attempts),
+            webhook_backoff_s=_float(env, "IMAGEINFERENCE_WEBHOOK_BACKOFF", d.webhook_backoff_s),
+            webhook_backoff_max_s=_float(env, "IMAGEINFERENCE_WEBHOOK_BACKOFF_MAX", d.webhook_backoff_max_s),
+            webhook_timeout_s=_float(env, "IMAGEINFERENCE_WEBHOOK_TIMEOUT", d.webhook_timeout_s),
+            retention_s=_float(env, "IMAGEINFERENCE_TASK_RETENTION_HOURS", d.retention_s / 3600) * 3600,
+            allow_private_targets=_flag(env, "IMAGEINFERENCE_ALLOW_PRIVATE_URLS"),
+            store_path=Path(store).expanduser() if store else None,
+        )
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.api_key is None
+
+    def describe(self) -> str:
+        """The start-up line: where the endpoint answers and who may use it."""
+        if self.loopback_only:
+            who = (f"NO API KEY: answering loopback clients only (set {API_KEY_ENV} to require a key and accept "
+                   "remote clients)")
+        else:
+            who = f"key-protected ({API_KEY_ENV} is set): every task needs the key"
+        return f"imageInference endpoint on {BASE_PATH} (REST: POST, WebSocket: GET upgrade); {who}"

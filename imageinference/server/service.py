@@ -1,0 +1,222 @@
+"""The task service: every task of a request validated and answered on its own, whatever the transport. Pure.
+
+Task types: `authentication`, `ping`, `imageInference` (sync and async), `getResponse`, `imageUpload`,
+`modelSearch`. An error in one task never stops the others; answers keep the order of the tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..catalog import Catalog, CatalogError
+from ..imageio.limits import Limits
+from ..imageio.store import ImageStore
+from ..schema.errors import ApiError, ContractError
+from .auth import auth_error, check_authentication_task
+from .config import EndpointConfig
+from .delivery import DeliveryError, check_target
+from .lifecycle import Outcome, TaskTracker
+from .plan import plan_task
+from .protocol import check_task_shape, echo, identity, require_uuid, task_error
+from .search import model_search
+from .store import ResultRecord, StoreRunner, TaskRecord
+from .uploads import upload_image
+
+Json = dict[str, Any]
+log = logging.getLogger("imageinference.server")
+
+
+@dataclass
+class Caller:
+    """Who sent a batch, over what. `authenticate` (WebSocket) attaches the session and sends its own reply;
+    `ensure_session` gives the WebSocket session that sync results are pushed to."""
+
+    transport: str  # "rest" | "ws"
+    authenticated: bool
+    given_key: Any = None
+    session_id: str | None = None
+    authenticate: Callable[[Json], Awaitable[Json | None]] | None = None
+    ensure_session: Callable[[], Awaitable[str]] | None = None
+
+
+@dataclass
+class Slot:
+    """The answer to one task: items and errors now, or a REST sync task still running."""
+
+    data: list[Json] = field(default_factory=list)
+    errors: list[Json] = field(default_factory=list)
+    waiter: asyncio.Future[Outcome] | None = None
+    task_uuid: str = ""
+
+
+@dataclass
+class Answer:
+    data: list[Json] = field(default_factory=list)
+    errors: list[Json] = field(default_factory=list)
+    warnings: list[Any] = field(default_factory=list)
+
+
+class TaskService:
+    def __init__(self, runner: StoreRunner, tracker: TaskTracker, config: EndpointConfig, images: ImageStore,
+                 base_url: Callable[[], str], load_catalog: Callable[[], Catalog] = Catalog.load,
+                 limits: Callable[[], Limits] = Limits.from_env):
+        self.runner, self.tracker, self.config, self.images = runner, tracker, config, images
+        self.base_url, self.load_catalog, self.limits = base_url, load_catalog, limits
+
+    async def handle_batch(self, tasks: list[Any], caller: Caller) -> list[Slot]:
+        slots = []
+        for raw in tasks:
+            try:
+                slots.append(await self._one(raw, caller))
+            except Exception as exc:  # never a 500: an unexpected failure is this task's error
+                log.exception("imageInference endpoint: a %s task failed", identity(raw)[0] or "malformed")
+                slots.append(Slot(errors=[task_error(raw, "internalServerError",
+                                                     f"{type(exc).__name__}: {exc}"[:500]).to_json()]))
+        return slots
+
+    async def collect(self, slots: list[Slot], timeout_s: float | None = None) -> Answer:
+        """Wait for the REST sync tasks among the slots (up to the sync timeout) and assemble the answer."""
+        deadline = time.monotonic() + (self.config.sync_timeout_s if timeout_s is None else timeout_s)
+        answer = Answer()
+        for slot in slots:
+            if slot.waiter is not None:
+                try:
+                    remaining = max(0.0, deadline - time.monotonic())
+                    outcome = await asyncio.wait_for(asyncio.shield(slot.waiter), remaining)
+                    slot.data, slot.errors = outcome.data, outcome.errors
+                    answer.warnings.extend(outcome.warnings)
+                except asyncio.TimeoutError:
+                    slot.errors = [ApiError("timeout", f"the task is still running after "
+                                            f"{self.config.sync_timeout_s:.0f} s; poll getResponse with this "
+                                            "taskUUID for its results", "", "", None, slot.task_uuid).to_json()]
+            answer.data.extend(slot.data)
+            answer.errors.extend(slot.errors)
+        return answer
+
+    # ------------------------------------------------------------------ dispatch
+    async def _one(self, raw: Any, caller: Caller) -> Slot:
+        shape = check_task_shape(raw)
+        if shape is not None:
+            return Slot(errors=[shape.to_json()])
+        task_type = raw["taskType"]
+        if task_type == "ping":
+            return Slot(data=[echo(raw, pong=True)])
+        if task_type == "authentication":
+            problem = check_authentication_task(raw, self.config.api_key)
+            if problem is not None:
+                return Slot(errors=[problem.to_json()])
+            caller.authenticated = True
+            item = await caller.authenticate(raw) if caller.authenticate else echo(raw)
+            return Slot(data=[item] if item else [])
+        if not caller.authenticated:
+            return Slot(errors=[_as_task(auth_error(raw, caller.given_key), raw).to_json()])
+        if task_type != "modelSearch":
+            bad = require_uuid(raw)
+            if bad is not None:
+                return Slot(errors=[bad.to_json()])
+        if task_type == "imageInference":
+            return await self._image_inference(raw, caller)
+        if task_type == "getResponse":
+            return await self._get_response(raw)
+        if task_type == "imageUpload":
+            return await self._image_upload(raw)
+        return await self._model_search(raw)
+
+    # ------------------------------------------------------------------ imageInference
+    async def _image_inference(self, raw: Json, caller: Caller) -> Slot:
+        if len(self.tracker.running) >= self.config.max_pending_tasks:
+            return Slot(errors=[task_error(raw, "queueFull", f"{len(self.tracker.running)} tasks are waiting; "
+                                           "try again later").to_json()])
+        try:
+            plan = await asyncio.get_running_loop().run_in_executor(None, plan_task, raw)
+        except ContractError as exc:
+            return Slot(errors=[e.to_json() for e in exc.errors])
+        refused = await self._check_targets(raw, {"webhookURL": plan.webhook_url,
+                                                  "uploadEndpoint": plan.upload_endpoint})
+        if refused:
+            return Slot(errors=refused)
+        session = None
+        if plan.delivery == "sync" and caller.transport == "ws":
+            session = caller.session_id or (await caller.ensure_session() if caller.ensure_session else None)
+        request = dict(plan.canonical)
+        request.update({k: v for k, v in (("webhookURL", plan.webhook_url),
+                                          ("uploadEndpoint", plan.upload_endpoint)) if v})
+        now = time.time()
+        record = TaskRecord(plan.task_uuid, "imageInference", "processing", plan.delivery, len(plan.prompts),
+                            plan.webhook_url, plan.upload_endpoint, session, request, now, now)
+        if not await self.runner.call(lambda s: s.create_task(record)):
+            return Slot(errors=[_conflict(raw).to_json()])
+        wait = plan.delivery == "sync" and caller.transport == "rest"
+        running = await self.tracker.start(record, plan, wait)
+        if plan.delivery == "async":
+            return Slot(data=[{"taskType": "imageInference", "taskUUID": plan.task_uuid}])
+        return Slot(waiter=running.waiter, task_uuid=plan.task_uuid)
+
+    async def _check_targets(self, raw: Json, targets: dict[str, str | None]) -> list[Json]:
+        """Webhook and upload targets must be reachable addresses (not private ones, unless allowed)."""
+        errors = []
+        for name, url in targets.items():
+            if url:
+                try:
+                    await check_target(url, self.config.allow_private_targets)
+                except DeliveryError as exc:
+                    errors.append(task_error(raw, f"invalid{name[:1].upper()}{name[1:]}",
+                                             f"Invalid value for {name}: {exc}", name, "string").to_json())
+        return errors
+
+    # ------------------------------------------------------------------ getResponse
+    async def _get_response(self, raw: Json) -> Slot:
+        task_uuid = str(raw["taskUUID"]).lower()
+        record = await self.runner.call(lambda s: s.get_task(task_uuid))
+        if record is None:
+            return Slot(errors=[task_error(raw, "taskNotFound", f"no task {task_uuid} is known here (finished "
+                                           "tasks are kept for IMAGEINFERENCE_TASK_RETENTION_HOURS)",
+                                           "taskUUID", "string").to_json()])
+        results = await self.runner.call(lambda s: s.results(task_uuid))
+        slot = Slot()
+        for r in results:
+            (slot.data if r.kind == "data" else slot.errors).append(
+                dict(r.body, status="success" if r.kind == "data" else "error"))
+        if record.status == "processing":
+            slot.data.append({"taskType": record.task_type, "taskUUID": record.task_uuid, "status": "processing",
+                              "progress": self.tracker.progress(task_uuid) or 0})
+        return slot
+
+    # ------------------------------------------------------------------ imageUpload, modelSearch
+    async def _image_upload(self, raw: Json) -> Slot:
+        task_uuid = str(raw["taskUUID"]).lower()
+        now = time.time()
+        record = TaskRecord(task_uuid, "imageUpload", "processing", "sync", 1, created=now, updated=now)
+        if not await self.runner.call(lambda s: s.create_task(record)):
+            return Slot(errors=[_conflict(raw).to_json()])
+        item, errors = await asyncio.to_thread(upload_image, raw, self.images, self.base_url(), self.limits())
+        body = item if item is not None else errors[0].to_json()
+        result = ResultRecord(task_uuid, 0, "data" if item is not None else "error", body, time.time())
+        await self.runner.call(lambda s: s.add_result(result))
+        await self.runner.call(lambda s: s.finish_task(task_uuid, "success" if item else "error", time.time()))
+        return Slot(data=[item]) if item is not None else Slot(errors=[e.to_json() for e in errors])
+
+    async def _model_search(self, raw: Json) -> Slot:
+        try:
+            catalog = await asyncio.to_thread(self.load_catalog)
+        except (CatalogError, OSError, ValueError) as exc:
+            return Slot(errors=[task_error(raw, "catalogError", f"the model catalog cannot be read: {exc}"
+                                           [:500]).to_json()])
+        item, errors = model_search(raw, catalog)
+        return Slot(data=[item]) if item is not None else Slot(errors=[e.to_json() for e in errors])
+
+
+def _conflict(raw: Any) -> ApiError:
+    return task_error(raw, "conflictTaskUUID", "this taskUUID was already used; every task needs a new UUID v4",
+                      "taskUUID", "string")
+
+
+def _as_task(error: ApiError, raw: Any) -> ApiError:
+    """An authentication error reported on the task it refused (its taskType and taskUUID)."""
+    task_type, task_uuid = identity(raw)
+    return ApiError(error.code, error.message, error.parameter, error.type, None, task_uuid, task_type)

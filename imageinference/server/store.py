@@ -1,0 +1,104 @@
+"""Where tasks, their results and pending webhook deliveries live: the interface and its records. Pure.
+
+`SqliteTaskStore` (sqlite_store.py) implements it on one machine; a store shared by several ComfyUI servers
+(Postgres, Redis, …) implements the same methods. Every method is synchronous and quick; the service calls them
+off the event loop, one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar
+
+T = TypeVar("T")
+
+Status = Literal["processing", "success", "error"]
+ResultKind = Literal["data", "error"]
+
+
+@dataclass
+class TaskRecord:
+    task_uuid: str
+    task_type: str
+    status: Status = "processing"
+    delivery: str = "sync"  # "sync" | "async" (webhookURL counts as async)
+    expected: int = 1  # results the task will have (numberResults)
+    webhook_url: str | None = None
+    upload_endpoint: str | None = None
+    session_id: str | None = None  # the WebSocket session that sent a sync task
+    request: dict[str, Any] | None = None
+    created: float = 0.0
+    updated: float = 0.0
+
+
+@dataclass
+class ResultRecord:
+    task_uuid: str
+    index: int
+    kind: ResultKind
+    body: dict[str, Any] = field(default_factory=dict)
+    created: float = 0.0
+
+
+@dataclass
+class DeliveryRecord:
+    id: int
+    task_uuid: str
+    url: str
+    body: dict[str, Any]
+    attempts: int = 0
+    next_at: float = 0.0
+    status: Literal["pending", "done", "failed"] = "pending"
+    last_error: str = ""
+
+
+class TaskStore(Protocol):
+    def create_task(self, task: TaskRecord) -> bool:
+        """Insert a new task; False (and nothing written) when its taskUUID is already known."""
+        ...
+
+    def get_task(self, task_uuid: str) -> TaskRecord | None: ...
+
+    def add_result(self, result: ResultRecord) -> None:
+        """Record result `index` of a task (replacing one of the same index)."""
+        ...
+
+    def finish_task(self, task_uuid: str, status: Status, now: float) -> None: ...
+
+    def results(self, task_uuid: str) -> list[ResultRecord]:
+        """The task's results by index."""
+        ...
+
+    def unfinished(self) -> list[TaskRecord]: ...
+
+    def count_unfinished(self) -> int: ...
+
+    def add_delivery(self, task_uuid: str, url: str, body: dict[str, Any], next_at: float) -> int: ...
+
+    def due_deliveries(self, now: float, limit: int = 50) -> list[DeliveryRecord]: ...
+
+    def update_delivery(self, delivery: DeliveryRecord) -> None: ...
+
+    def purge(self, finished_before: float) -> int:
+        """Forget finished tasks (with their results and deliveries) last updated before the time; how many."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class StoreRunner:
+    """Runs store calls on one worker thread, in order, so the event loop never waits on the disk."""
+
+    def __init__(self, store: TaskStore):
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imageinference-store")
+
+    async def call(self, fn: Callable[[TaskStore], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, self.store)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.store.close()
