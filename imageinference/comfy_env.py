@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 HOW_TO_GET_COMFYUI = (
-    "ComfyUI is not on PyPI. Bring the ComfyUI 0.8.0 snapshot (public repository pollockjj/ComfyUI) and extract "
-    "it to ~/ComfyUI, or point COMFYUI_PATH at an existing checkout: "
-    "git --git-dir=<snapshot>/repo archive HEAD -- . "
-    "':(exclude)comfy/text_encoders/llama_tokenizer/tokenizer.json' | tar -x -C ~/ComfyUI"
+    "ComfyUI is not on PyPI. `bash scripts/test.sh` or `bash scripts/main.sh` installs ComfyUI 0.8.0 at "
+    "COMFYUI_PATH (default ~/ComfyUI): from COMFYUI_ARCHIVE (a .tar.gz of its source) when set, else with "
+    "`git clone --depth 1 --branch v0.8.0 https://github.com/comfyanonymous/ComfyUI`. By hand: "
+    "`mkdir -p ~/ComfyUI && tar -xzf ComfyUI-0.8.0.tar.gz -C ~/ComfyUI --strip-components=1`, or that git clone; "
+    "or point COMFYUI_PATH at an existing ComfyUI 0.8.0"
 )
 
 

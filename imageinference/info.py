@@ -38,6 +38,9 @@ def collect_info() -> dict[str, Any]:
         "endpoint": endpoint_info(),
     }
     if found:
+        from .comfy_server import choose_device
+
+        info["device"] = choose_device().reason  # where `run` (an embedded ComfyUI) computes
         try:
             info["nodes"] = registered_node_ids()
         except Exception as exc:  # an import failure here is exactly what `info` must report
@@ -56,6 +59,8 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(f"ComfyUI {comfy['version'] or '(unknown version)'} found at {comfy['path']}")
     else:
         lines.append(f"ComfyUI NOT found at {comfy['path']} (set COMFYUI_PATH). {info['howToGetComfyUI']}")
+    if "device" in info:
+        lines.append(f"an embedded run (`run`, `smoke`) computes on the {info['device']}")
     if "nodesError" in info:
         lines.append(f"node import failed: {info['nodesError']}")
     lines.append(f"nodes ({len(info['nodes'])}): " + (", ".join(info["nodes"]) or "(need ComfyUI to list)"))

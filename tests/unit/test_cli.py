@@ -31,7 +31,7 @@ def test_info_without_comfyui_says_where_and_how(tmp_path, monkeypatch):
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert info["comfyui"] == {"found": False, "path": str(tmp_path / "nowhere"), "version": None}
-    assert "pollockjj/ComfyUI" in info["howToGetComfyUI"]
+    assert "COMFYUI_ARCHIVE" in info["howToGetComfyUI"] and "--branch v0.8.0" in info["howToGetComfyUI"]
     assert info["nodes"] == []
 
 

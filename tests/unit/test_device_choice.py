@@ -46,3 +46,11 @@ def test_this_machines_real_probe_agrees_with_torch(monkeypatch):
 
 def test_a_server_started_without_a_device_chooses_one(tmp_path):
     assert ComfyServer(tmp_path).device is None  # decided at start, by the probe
+
+
+def test_info_says_where_a_run_computes():
+    from imageinference.info import format_info
+
+    info = {"version": "0", "comfyui": {"found": True, "path": "/c", "version": "0.8.0"}, "nodes": [],
+            "device": "CPU: torch finds no CUDA, XPU or MPS device"}
+    assert "computes on the CPU: torch finds no CUDA" in format_info(info)
