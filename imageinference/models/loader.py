@@ -71,8 +71,8 @@ def load_model(air: str, catalog: Catalog, vae_air: str | None = None, parameter
             clip = comfy.sd.load_clip(encoders, clip_type=clip_type,
                                       model_options=entry.options.get("textEncoderOptions", {}))
         vae = None
-        if "vae" in entry.files:
-            vae = _vae(resolve_file(entry, entry.files["vae"], parameter), entry.air, parameter)
+    if "vae" in entry.files:  # a separate VAE file in the entry replaces a checkpoint's own VAE
+        vae = _vae(resolve_file(entry, entry.files["vae"], parameter), entry.air, parameter)
     if vae_air:
         vae_entry = catalog.require(vae_air, "vae", ("vae",))
         vae = _vae(resolve_file(vae_entry, vae_entry.files["model"], "vae"), vae_entry.air, "vae")
