@@ -24,7 +24,7 @@ EVERY_FEATURE = {
     "controlNet": [{"model": "runware:25@1", "guideImage": IMG, "weight": 0.8, "startStep": 0, "endStep": 20,
                     "controlMode": "prompt"},
                    {"model": "runware:27@1", "guideImage": IMG, "startStepPercentage": 10, "endStepPercentage": 80}],
-    "ipAdapters": [{"model": "runware:56@1", "guideImage": IMG, "weight": 0.6, "weightType": "style_transfer"}],
+    "ipAdapters": [{"model": "runware:56@1", "guideImage": IMG, "weight": 0.6, "combineMethod": "average"}],
     "acceleratorOptions": {"teaCache": True, "teaCacheDistance": 0.4, "cacheStartStep": 2, "cacheEndStep": 24,
                            "cacheMaxConsecutiveSteps": 2},
     "advancedFeatures": {"hiresFix": {"model": "runware:esrgan@ultrasharp", "steps": 15, "strength": 0.6},

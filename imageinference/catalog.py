@@ -21,13 +21,14 @@ from .schema.architectures import ARCHITECTURES
 from .schema.errors import ContractError
 
 KINDS = ("checkpoint", "diffusionModel", "textEncoder", "vae", "lora", "controlNet", "ipAdapter", "upscaler",
-         "detector", "embedding", "pulid", "idEncoder")
+         "detector", "embedding", "pulid", "idEncoder", "styleModel")
 FOLDERS = ("checkpoints", "diffusion_models", "unet", "text_encoders", "clip", "vae", "loras", "controlnet",
-           "ipadapter", "clip_vision", "upscale_models", "ultralytics", "embeddings", "pulid", "insightface")
+           "ipadapter", "clip_vision", "upscale_models", "ultralytics", "embeddings", "pulid", "insightface",
+           "style_models")
 DEFAULT_FOLDER = {"checkpoint": "checkpoints", "diffusionModel": "diffusion_models", "textEncoder": "text_encoders",
                   "vae": "vae", "lora": "loras", "controlNet": "controlnet", "ipAdapter": "ipadapter",
                   "upscaler": "upscale_models", "detector": "ultralytics", "embedding": "embeddings",
-                  "pulid": "pulid", "idEncoder": "insightface"}
+                  "pulid": "pulid", "idEncoder": "insightface", "styleModel": "style_models"}
 
 
 class CatalogError(ValueError):

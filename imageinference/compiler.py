@@ -17,7 +17,6 @@ from .schema.errors import ApiError, ContractError, code_for
 from .schema.validate import validate_task
 
 NOT_YET = {
-    "ipAdapters": "IP-Adapters",
     "refiner": "the SDXL refiner", "photoMaker": "PhotoMaker", "embeddings": "textual-inversion embeddings",
     "acePlusPlus": "ACE++", "safety": "content safety checks", "resolution": "`resolution` sizing",
     "settings": "model settings", "providerSettings": "provider settings",

@@ -11,6 +11,7 @@ def node_classes() -> list[type[io.ComfyNode]]:
     from .face_detailer import FaceDetailer
     from .hires_fix import HiresFixNode
     from .image_inference import ImageInference
+    from .ip_adapter import GuideImages, IPAdapter, Redux
     from .load_image import LoadImageString
     from .lora_stack import LoraStack
     from .model_loader import AIRModelLoader
@@ -25,7 +26,8 @@ def node_classes() -> list[type[io.ComfyNode]]:
 
     return [AIRModelLoader, LoraStack, PromptNode, ControlNetApply, OutpaintNode, HiresFixNode, ImageInference,
             LoadImageString, ImageInferenceOutput, ExportRequest, SchedulerNode, TeaCacheNode, FBCacheNode, DBCacheNode,
-            FaceDetailer, PuLIDNode, LayerDiffuseLoRA, TransparentVAEDecode, WatermarkNode]
+            FaceDetailer, PuLIDNode, LayerDiffuseLoRA, TransparentVAEDecode, WatermarkNode, GuideImages, IPAdapter,
+            Redux]
 
 
 class ImageInferenceExtension(ComfyExtension):

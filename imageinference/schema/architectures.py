@@ -103,3 +103,15 @@ def profile_for(air: str, catalog_architecture: str | None = None) -> Profile:
     if arch and arch in ARCH_PROFILES:
         return ARCH_PROFILES[arch]
     return GENERIC
+
+
+# IP-Adapter AIRs (§6.5) and the base model each was trained for; which request architectures that base fits.
+IP_ADAPTER_BASE: dict[str, str] = {
+    **{f"runware:55@{i}": "sdxl" for i in range(1, 5)}, **{f"runware:55@{i}": "sd-1-5" for i in range(5, 11)},
+    **{f"runware:56@{i}": "flux-1-dev" for i in range(1, 5)}, "runware:105@1": "flux-1-dev"}
+IP_ADAPTER_FITS: dict[str, frozenset[str]] = {
+    "sd-1-5": frozenset({"sd-1-5"}),
+    "sdxl": frozenset({"sdxl", "sdxl-lightning", "sdxl-turbo", "pony", "illustrious", "noobai"}),
+    "flux-1-dev": frozenset({"flux-1-dev", "flux-1-fill-dev", "flux-1-kontext-dev"}),
+}
+REDUX = "runware:105@1"

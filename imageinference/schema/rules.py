@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .architectures import Profile
+from .architectures import IP_ADAPTER_BASE, IP_ADAPTER_FITS, REDUX, Profile
 from .errors import ApiError, code_for
 from .errors import FieldPath as Path
 
@@ -199,6 +199,32 @@ def check(d: dict[str, Any], profile: Profile, model: str) -> tuple[list[Issue],
                 issues.append(Issue(code_for("unsupported", str(path[-1])),
                                     f"'{field}' is not available for {model} (architecture {profile.architecture})",
                                     path))
+
+    # IP-Adapters: options FLUX and Redux have no meaning for (as the hosted API's 2026 schemas), and adapters
+    # trained for another base model
+    adapters = d.get("ipAdapters")
+    arch = profile.architecture or ""
+    for i, a in enumerate(adapters if isinstance(adapters, list) else []):
+        if not isinstance(a, dict):
+            continue
+        redux = a.get("model") == REDUX
+        base = IP_ADAPTER_BASE.get(str(a.get("model")))
+        if arch.startswith("flux") or (base or "").startswith("flux"):
+            scalings = ("kv",) if redux else ("only_v", "kv")
+            if a.get("embedScaling", "kv") not in scalings:
+                issues.append(Issue("unsupportedEmbedScaling", f"'ipAdapters.{i}.embedScaling' can only be "
+                                    f"{' or '.join(scalings)} here", ("ipAdapters", i, "embedScaling"), "string",
+                                    scalings))
+            if a.get("weightType", "normal") != "normal":
+                issues.append(Issue("unsupportedWeightType", f"'ipAdapters.{i}.weightType' is per-UNet-block and "
+                                    "has no meaning on FLUX or Redux", ("ipAdapters", i, "weightType"), "string",
+                                    ("normal",)))
+            if a.get("weightComposition") is not None:
+                issues.append(Issue("unsupportedWeightComposition", f"'ipAdapters.{i}.weightComposition' has no "
+                                    "meaning on FLUX or Redux", ("ipAdapters", i, "weightComposition"), "float"))
+        if base and arch and arch not in IP_ADAPTER_FITS.get(base, frozenset()):
+            issues.append(Issue("invalidModel", f"{a.get('model')} is an IP-Adapter for {base} models; {model} is "
+                                f"{arch}", ("ipAdapters", i, "model"), "string"))
 
     # Accepted but without effect
     true_cfg = _num(d.get("trueCFGScale"))
