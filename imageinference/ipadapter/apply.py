@@ -155,9 +155,16 @@ def _file_key(path: str) -> tuple[str, int, int]:
 def _load_encoder(path: str) -> Any:
     import comfy.clip_vision
 
+    from ..models.loader import safe_state_dict
+
     key = _file_key(path)
     if key not in _ENCODERS:
-        encoder = comfy.clip_vision.load(path)
+        # as comfy.clip_vision.load, but through the pack's one weights-only reading of model files
+        sd = safe_state_dict(path, path, "ipAdapters")[0]
+        if "visual.transformer.resblocks.0.attn.in_proj_weight" in sd:
+            encoder = comfy.clip_vision.load_clipvision_from_sd(sd, prefix="visual.", convert_keys=True)
+        else:
+            encoder = comfy.clip_vision.load_clipvision_from_sd(sd)
         if encoder is None:
             return None
         encoder.imageinference_key = key
