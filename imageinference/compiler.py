@@ -12,12 +12,12 @@ from typing import Any
 from .cache.fields import CACHE_FIELDS, WINDOW_FIELDS
 from .catalog import TYPED_IN
 from .interop.graph import GraphBuilder
-from .interop.registry import handled_fields, handled_switches, run_stage
+from .interop.registry import handled_fields, run_stage
 from .schema.errors import ApiError, ContractError, code_for
 from .schema.validate import validate_task
 
 NOT_YET = {
-    "refiner": "the SDXL refiner", "photoMaker": "PhotoMaker", "embeddings": "textual-inversion embeddings",
+    "photoMaker": "PhotoMaker",
     "acePlusPlus": "ACE++", "safety": "content safety checks", "resolution": "`resolution` sizing",
     "settings": "model settings", "providerSettings": "provider settings",
     "acceleration": "acceleration presets", "upscaleFactor": "top-level upscaleFactor",
@@ -50,10 +50,6 @@ def unsupported(d: dict[str, Any]) -> list[ApiError]:
                                    "endpoint (/imageinference/v1 on ComfyUI's port) does; a graph or the `run` command "
                                    "cannot deliver", field))
     acc = d.get("acceleratorOptions") or {}
-    if acc.get("deepCache") and "deepCache" not in handled_switches():
-        errors.append(ApiError("unsupportedAcceleratorOptions", "DeepCache is for UNet models and has no local "
-                               "engine in this pack yet; FLUX and SD3 have teaCache, fbCache and dbCache",
-                               "acceleratorOptions.deepCache"))
     chosen = [k for k in SWITCHES if acc.get(k)]
     if len(chosen) > 1:
         errors.append(ApiError("conflictingAcceleratorOptions", f"choose one step cache; the request enables "

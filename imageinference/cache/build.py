@@ -1,10 +1,14 @@
 """From request-field values to a cache configuration (pure: no torch; the layout comes from patch.model_layout).
 
 Every problem is the contract's error naming the request field, so a node or a request sees the documented
-format, never a bare exception."""
+format, never a bare exception. The API's 0-1 values map onto each criterion's threshold through
+profiles.api_threshold (1.0 = skip every step the policy allows). FBCache/DBCache on a model whose always-run
+blocks are more than policy.ALWAYS_RUN_SHARE_LIMIT of its blocks log a warning recommending TeaCache when they are
+installed (`cache_warnings` returns it)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -12,15 +16,18 @@ from ..samplers.windows import StepWindow
 from ..schema.errors import ContractError, code_for
 from .config import CacheConfig
 from .fields import CACHE_FIELDS, CacheKind
-from .policy import CachePolicy
+from .policy import CachePolicy, always_run_warning
 from .profiles import (
     BlockSplit,
     TeaCacheProfile,
+    api_threshold,
     calibration_path,
     dbcache_split,
     load_calibrations,
     teacache_profile,
 )
+
+log = logging.getLogger("imageinference.cache")
 
 
 class LayoutLike(Protocol):
@@ -59,7 +66,19 @@ def cache_config(kind: CacheKind, threshold: float, layout: LayoutLike, *, windo
                                    f"transformer blocks (the first one decides); this one has {blocks}; use "
                                    "teaCache", f"acceleratorOptions.{kind}", "boolean")
     if kind == "fbCache":
-        return CacheConfig(kind, threshold, BlockSplit(1, 0), CachePolicy(window, max_consecutive))
-    return CacheConfig(kind, threshold, dbcache_split(blocks),
-                       CachePolicy(window, max_consecutive, refresh_interval=skip_interval))
+        config = CacheConfig(kind, api_threshold(threshold, 1.0), BlockSplit(1, 0), CachePolicy(window, max_consecutive))
+    else:
+        config = CacheConfig(kind, api_threshold(threshold, 1.0), dbcache_split(blocks),
+                             CachePolicy(window, max_consecutive, refresh_interval=skip_interval))
+    for warning in cache_warnings(config, blocks):
+        log.warning(warning)
+    return config
+
+
+def cache_warnings(config: CacheConfig, blocks: int) -> list[str]:
+    """Install-time warnings for a configuration on a model of `blocks` transformer blocks."""
+    if config.kind == "teaCache":
+        return []
+    warning = always_run_warning(config.name, config.policy, config.split.first + config.split.last, blocks)
+    return [warning] if warning else []
 

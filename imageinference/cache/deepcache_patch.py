@@ -1,7 +1,8 @@
 """Installs DeepCache on a ComfyUI UNet model (adapter; the rules are in deepcache.py).
 
 Only ComfyUI's own patch points are used, and no forward is copied:
-- a keyed OUTER_SAMPLE wrapper gives every sampling run fresh state (the step ledger, the kept deep features) and
+- a keyed OUTER_SAMPLE wrapper gives every sampling run fresh state (the step ledger, the kept deep features),
+  counts steps through the sampler's per-step callback (second-order samplers call the model twice a step) and
   logs what it cached;
 - a keyed DIFFUSION_MODEL wrapper decides, per forward, whether this step runs in full or as the shallow branch.
   A full step calls the model as it is. A cached step calls ComfyUI's own `UNetModel._forward` on a per-run view
@@ -27,7 +28,6 @@ import comfy.patcher_extension
 import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import TimestepEmbedSequential, UNetModel
 
-from ..samplers.windows import step_index
 from .deepcache import Branch, DeepCacheConfig, branch_for
 from .patch import CONFIG_KEY as STEP_CACHE_KEY
 from .policy import SkipLedger, run_warnings
@@ -76,33 +76,33 @@ class DeepCacheRun:
     forward_log: list[tuple[int, tuple[Any, ...], bool]] = field(default_factory=list)
     full_forwards: int = 0
     cached_forwards: int = 0
+    steps_reported: int = 0  # sampler callbacks seen
     _views: dict[int, UNetModel] = field(default_factory=dict)
-    _eval_sigma: float | None = None
-    _eval_seen: set[tuple[Any, ...]] = field(default_factory=set)
-    _eval_step: int = 0
+    _step: int = 0  # the sampler step model calls now belong to
+    _eval_step: int = -1
     _eval_decision: bool | None = None
 
     def __post_init__(self) -> None:
         self.ledger = SkipLedger(self.config.policy, max(len(self.sigmas) - 1, 0), self.branch.blocks_per_forward)
 
+    def step_finished(self, step: int) -> None:
+        """The sampler's per-step callback: step `step` is done, later model calls belong to the next one. Steps are
+        counted this way, as the step caches count them, because second-order samplers (Heun, DPM2...) call the
+        model twice per step, the second time at the next step's sigma."""
+        self.steps_reported += 1
+        self._step = min(step + 1, max(self.ledger.total_steps - 1, 0))
+
     def begin(self, x: torch.Tensor, topts: dict[str, Any]) -> _Forward:
-        """Account one forward: which step it belongs to, and whether it runs the shallow branch only. The first
-        forward of a step decides for the whole step (cond and uncond passes share one decision)."""
-        sigma_t = topts.get("sigmas")
-        sigma = float(sigma_t.flatten()[0]) if isinstance(sigma_t, torch.Tensor) else None
+        """Account one forward: whether it runs the shallow branch only. The first forward of a step decides for
+        the whole step (cond and uncond passes, and a second-order sampler's second call, share one decision)."""
         key = (tuple(str(u) for u in topts.get("uuids", ()) or ()), tuple(topts.get("cond_or_uncond", ()) or ()),
                tuple(x.shape), x.dtype, x.device)
-        if sigma is None or sigma != self._eval_sigma or key in self._eval_seen:
-            self._eval_sigma = sigma
-            self._eval_seen = set()
-            self._eval_decision = None
-            self._eval_step = step_index(self.sigmas, sigma) if sigma is not None and len(self.sigmas) > 1 else 0
-        self._eval_seen.add(key)
+        if self._step != self._eval_step:
+            self._eval_step = self._step
+            self._eval_decision = self.ledger.may_skip(self._step)
+            self.ledger.record(self._step, self._eval_decision)
         chunk = self.chunks.setdefault(key, _Chunk())
-        if self._eval_decision is None:
-            self._eval_decision = self.ledger.may_skip(self._eval_step)
-            self.ledger.record(self._eval_step, self._eval_decision)
-        cached = self._eval_decision and chunk.feature is not None
+        cached = bool(self._eval_decision) and chunk.feature is not None
         self.forward_log.append((self._eval_step, key[1], cached))
         self.ledger.forwards += 1
         if cached:
@@ -130,10 +130,13 @@ class DeepCacheRun:
 
     def summary(self) -> str:
         steps = len(self.ledger.decisions)
-        return (f"{self.config.name}: {len(self.ledger.skipped)}/{steps} steps ran the shallow branch only "
+        line = (f"{self.config.name}: {len(self.ledger.skipped)}/{steps} steps ran the shallow branch only "
                 f"({self.cached_forwards} of {self.ledger.forwards} UNet forwards), {self.ledger.block_calls}/"
                 f"{self.ledger.forwards * self.branch.blocks_per_forward} UNet block calls (estimated "
                 f"{self.ledger.estimated_speedup:.2f}x on the blocks)")
+        if self.steps_reported == 0 and self.ledger.forwards > 1:
+            line += " (the sampler reported no steps, so every model call counted as step 0 and none was cached)"
+        return line
 
 
 def _mask_control(control: Any, branch: Branch) -> Any:
@@ -206,6 +209,14 @@ def _is_stochastic(sampler: Any) -> bool:
     return "ancestral" in name or "sde" in name
 
 
+def _counting_callback(run: DeepCacheRun, callback: Any) -> Any:
+    """The sampler's per-step callback, also telling the run that a step finished."""
+    def step_done(step: int, denoised: Any, x: Any, total_steps: int) -> Any:
+        run.step_finished(step)
+        return callback(step, denoised, x, total_steps) if callback is not None else None
+    return step_done
+
+
 def _outer_sample(executor: Any, *args: Any, **kwargs: Any) -> Any:
     guider = executor.class_obj
     original_options = guider.model_options
@@ -218,6 +229,7 @@ def _outer_sample(executor: Any, *args: Any, **kwargs: Any) -> Any:
     topts[RUN_KEY] = run
     for warning in run_warnings(config.name, len(sigmas) - 1, _is_stochastic(args[2])):
         log.warning(warning)
+    args = (*args[:5], _counting_callback(run, args[5]), *args[6:])
     try:
         return executor(*args, **kwargs)
     finally:

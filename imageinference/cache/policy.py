@@ -88,6 +88,43 @@ class SkipLedger:
                 f"(estimated {self.estimated_speedup:.2f}x on the blocks)")
 
 
+def fewest_computed_steps(policy: CachePolicy, total_steps: int) -> list[int]:
+    """The steps a run computes when the criterion wants to skip every step: the policy's floor."""
+    ledger = SkipLedger(policy, total_steps, 1)
+    computed = []
+    for step in range(total_steps):
+        skip = ledger.may_skip(step)
+        ledger.record(step, skip)
+        if not skip:
+            computed.append(step)
+    return computed
+
+
+def floor_model_calls(policy: CachePolicy, total_steps: int, always_run: int, blocks: int) -> float:
+    """Fewest model calls (block calls / blocks) a cache can reach: the floor's computed steps in full, and on every
+    skipped step the blocks that always run."""
+    computed = len(fewest_computed_steps(policy, total_steps))
+    return computed + (total_steps - computed) * always_run / blocks
+
+
+ALWAYS_RUN_SHARE_LIMIT = 1 / 8
+"""FBCache/DBCache warn when more than this share of the model's blocks always runs (benchmarks/step_caches.py)."""
+TYPICAL_STEPS = 28
+
+
+def always_run_warning(name: str, policy: CachePolicy, always_run: int, blocks: int) -> str | None:
+    """A warning when the blocks that always run are a large share of the model (few-block models), else None."""
+    if blocks <= 0 or always_run / blocks <= ALWAYS_RUN_SHARE_LIMIT:
+        return None
+    ours = floor_model_calls(policy, TYPICAL_STEPS, always_run, blocks)
+    whole = floor_model_calls(policy, TYPICAL_STEPS, 0, blocks)
+    return (f"{name}: {always_run} of this model's {blocks} transformer blocks always run "
+            f"({always_run / blocks:.0%} of every skipped step), so with {TYPICAL_STEPS} steps and "
+            f"cacheMaxConsecutiveSteps {policy.max_consecutive} it cannot go below {ours:.1f} model calls, where "
+            f"TeaCache, which decides before the first block and skips whole steps, reaches {whole:.0f}; on a model "
+            "this shallow prefer teaCache")
+
+
 def run_warnings(name: str, total_steps: int, stochastic: bool) -> list[str]:
     """Warnings for runs where caching is pointless or harmful."""
     out = []

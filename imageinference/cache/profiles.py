@@ -1,28 +1,40 @@
-"""Per-family constants of the step caches (pure): TeaCache rescale polynomials and threshold scale, DBCache
-block split, and where user calibrations live.
+"""Per-family constants of the step caches (pure): the API's 0-1 threshold mapping, TeaCache rescale polynomials
+and threshold scale, DBCache block split, and where user calibrations live.
 
-TeaCache's `teaCacheDistance` (0-1) maps linearly onto the accumulated-change threshold:
-    rel_l1_thresh = teaCacheDistance x threshold scale of the family.
-The polynomial turns the first block's input change into an estimate of the output change (relative L1 change
-of the blocks' residual per step). Scales:
+The API's values (`teaCacheDistance`, `fbCacheThreshold`, `dbCacheThreshold`, 0-1) map onto each criterion's
+threshold through `api_threshold(value, scale)`:
+    value <= 0.5:  scale x value                  (the lower half: unchanged from the linear mapping)
+    value >  0.5:  scale / (4 x (1 - value))      (continuous, with a continuous slope, at 0.5)
+    value == 1.0:  infinite: skip every step the policy allows (window, cacheMaxConsecutiveSteps, first and
+                   last step), so 1.0 reaches the fewest model calls the request's cap permits on any model.
+0.75 lands on `scale`, what 1.0 meant under the old linear mapping. Measured (benchmarks/step_caches.py): under
+the linear mapping 1.0 stopped short of the policy's floor on every model measured (e.g. TeaCache on the tiny
+FLUX: 7 model calls at cap 5, where the cap allows 6 and core EasyCache reaches 6), because a few early steps
+change more than the scale allows in five steps.
+
+TeaCache: scale = the family's threshold scale, the polynomial turns the first block's input change into an
+estimate of the output change (relative L1 change of the blocks' residual per step):
 - FLUX with its published coefficients: 0.8, so the API's default 0.5 lands on 0.4, the setting TeaCache's
-  authors recommend for FLUX (~2x), and 1.0 on 0.8, their fastest usable FLUX setting (~2.25x).
+  authors recommend for FLUX (~2x), and 0.75 on 0.8, their fastest listed FLUX setting (~2.25x).
 - a calibrated family (`imageinference calibrate-teacache`): 5 x the median estimated change of one step in the
-  calibration runs, so 1.0 lets the accumulated change reach that of five typical steps (the most that
-  `cacheMaxConsecutiveSteps` allows in a row) and 0.2 about one step.
+  calibration runs, so 0.75 lets the accumulated change reach that of five typical steps and 0.1 half a step.
 - families without published coefficients (SD3) use the identity polynomial (raw input change) and 0.8 until a
   calibration writes fitted ones.
+FBCache / DBCache: scale 1 (the threshold is the relative L1 change of the always-run blocks' residual since the
+last computed step, so values up to 0.5 mean what FBCache's usual thresholds (0.05-0.25) mean).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 TEACACHE_THRESHOLD_SCALE = 0.8
-CALIBRATED_STEPS_AT_ONE = 5
+CALIBRATED_STEPS_AT_SCALE = 5
+LINEAR_UP_TO = 0.5
 IDENTITY: tuple[float, ...] = (1.0, 0.0)
 
 # Highest power first. FLUX.1-dev: the coefficients TeaCache's authors fitted (TeaCache4FLUX).
@@ -63,9 +75,18 @@ class TeaCacheProfile:
     source: str
 
     def threshold(self, distance: float) -> float:
-        if not 0.0 <= distance <= 1.0:
-            raise ValueError("teaCacheDistance must be within 0-1")
-        return distance * self.threshold_scale
+        return api_threshold(distance, self.threshold_scale)
+
+
+def api_threshold(value: float, scale: float) -> float:
+    """The criterion's threshold for an API value in 0-1 (see the module docstring); infinite at 1.0."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("cache thresholds must be within 0-1")
+    if value <= LINEAR_UP_TO:
+        return scale * value
+    if value >= 1.0:
+        return math.inf
+    return scale * LINEAR_UP_TO ** 2 / (1.0 - value)
 
 
 def calibration_path(user_dir: str | None = None) -> Path:
@@ -115,13 +136,13 @@ def teacache_profile(family: str, calibrations: dict[str, TeaCacheProfile]) -> T
 
 
 def calibrated_scale(step_changes: list[float]) -> float:
-    """CALIBRATED_STEPS_AT_ONE x the median estimated change of one step."""
+    """CALIBRATED_STEPS_AT_SCALE x the median estimated change of one step."""
     ordered = sorted(c for c in step_changes if c > 0)
     if not ordered:
         raise ValueError("calibration saw no change between steps")
     mid = len(ordered) // 2
     median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-    return CALIBRATED_STEPS_AT_ONE * median
+    return CALIBRATED_STEPS_AT_SCALE * median
 
 
 def polyval(coefficients: tuple[float, ...], x: float) -> float:

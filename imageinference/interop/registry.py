@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -72,7 +72,6 @@ class Feature:
     compile: CompileFn
     exports: tuple[NodeExport, ...] = ()
     order: int = 50
-    accelerator_switches: tuple[str, ...] = field(default=())  # acceleratorOptions switches it handles
 
 
 @cache
@@ -90,10 +89,6 @@ def features() -> tuple[Feature, ...]:
 
 def handled_fields() -> set[str]:
     return {f for feature in features() for f in feature.fields}
-
-
-def handled_switches() -> set[str]:
-    return {s for feature in features() for s in feature.accelerator_switches}
 
 
 def run_stage(stage: Stage, request: dict[str, Any], graph: GraphBuilder) -> None:

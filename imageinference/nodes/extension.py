@@ -7,6 +7,8 @@ from comfy_api.latest import ComfyExtension, io
 
 def node_classes() -> list[type[io.ComfyNode]]:
     from .controlnet import ControlNetApply
+    from .deep_cache import DeepCacheNode
+    from .embeddings import EmbeddingsNode
     from .export import ExportRequest
     from .face_detailer import FaceDetailer
     from .hires_fix import HiresFixNode
@@ -19,6 +21,7 @@ def node_classes() -> list[type[io.ComfyNode]]:
     from .output import ImageInferenceOutput
     from .prompt import PromptNode
     from .pulid import PuLIDNode
+    from .refiner import RefinerNode
     from .scheduler import SchedulerNode
     from .step_cache import DBCacheNode, FBCacheNode, TeaCacheNode
     from .transparent_decode import LayerDiffuseLoRA, TransparentVAEDecode
@@ -27,7 +30,7 @@ def node_classes() -> list[type[io.ComfyNode]]:
     return [AIRModelLoader, LoraStack, PromptNode, ControlNetApply, OutpaintNode, HiresFixNode, ImageInference,
             LoadImageString, ImageInferenceOutput, ExportRequest, SchedulerNode, TeaCacheNode, FBCacheNode, DBCacheNode,
             FaceDetailer, PuLIDNode, LayerDiffuseLoRA, TransparentVAEDecode, WatermarkNode, GuideImages, IPAdapter,
-            Redux]
+            Redux, EmbeddingsNode, RefinerNode, DeepCacheNode]
 
 
 class ImageInferenceExtension(ComfyExtension):

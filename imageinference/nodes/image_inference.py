@@ -15,7 +15,7 @@ from ..samplers.schedulers import SCHEDULER_NAMES
 from ..samplers.seeds import SEED_MAX, result_seeds
 from ..schema.errors import ContractError, code_for
 from .common import CATEGORY, node_id
-from .options import HiresFix, Outpaint
+from .options import HiresFix, Outpaint, Refiner
 
 
 class ImageInference(io.ComfyNode):
@@ -69,6 +69,9 @@ class ImageInference(io.ComfyNode):
                                tooltip="imageInference `outpaint` (from the Outpaint node); needs a seed image."),
                 HiresFix.Input("hiresFix", optional=True,
                                tooltip="imageInference `hiresFix` (from the Hires Fix node)."),
+                Refiner.Input("refiner", optional=True,
+                              tooltip="imageInference `refiner` (from the Refiner node): the refiner model takes over "
+                                      "at its start step."),
             ],
             outputs=[io.Image.Output(display_name="IMAGE"), io.String.Output(display_name="seeds"),
                      io.Latent.Output(display_name="latent",
@@ -89,7 +92,7 @@ class ImageInference(io.ComfyNode):
     def execute(cls, model, vae, positive, negative, width: int, height: int, seed: int, steps: int,
                 scheduler: str, CFGScale: float, numberResults: int, strength: float, maskMargin: int,
                 seedImage=None, maskImage=None, outpaint=None, hiresFix=None,
-                trueCFGScale: float = -1.0) -> io.NodeOutput:
+                trueCFGScale: float = -1.0, refiner=None) -> io.NodeOutput:
         if width % 64 or height % 64:
             bad = "width" if width % 64 else "height"
             raise ContractError.single(code_for("invalid", bad), f"'{bad}' must be a multiple of 64", bad, "integer")
@@ -115,7 +118,7 @@ class ImageInference(io.ComfyNode):
                     code_for("invalid", bad), f"outpaint: the seed image ({sw}x{sh}) plus the extensions makes "
                     f"{cw}x{ch}, but width x height is {width}x{height}; they must be equal", bad, "integer")
         settings = SamplingSettings(steps, CFGScale, scheduler, result_seeds(None if seed < 0 else seed, numberResults),
-                                    None if trueCFGScale < 0 else trueCFGScale)
+                                    None if trueCFGScale < 0 else trueCFGScale, refiner)
         if seedImage is None:
             images, latent = text_to_image(model, vae, positive, negative, width, height, settings, hiresFix)
         elif outpaint is not None:

@@ -10,9 +10,8 @@ from comfy_api.latest import io
 from ..cache.build import cache_config
 from ..cache.fields import CACHE_FIELDS, WINDOW_FIELDS, CacheKind
 from ..cache.patch import UnsupportedModel, apply_step_cache, model_layout
-from ..cache.policy import MAX_CONSECUTIVE_DEFAULT
 from ..schema.errors import ContractError
-from .common import CATEGORY, UNSET, node_id, step_window
+from .common import CATEGORY, cache_policy_inputs, node_id, step_window
 
 BASE = ("acceleratorOptions",)
 POLICY_DOC = (
@@ -20,23 +19,6 @@ POLICY_DOC = (
     "counted in the steps the sampler really runs; the first and last steps always run; at most "
     "cacheMaxConsecutiveSteps steps are skipped in a row; the conditional and unconditional passes share one "
     "decision; every sampling run starts with empty caches and logs how many steps it skipped. FLUX and SD3 only.")
-
-
-def _policy_inputs() -> list[Any]:
-    step = {"default": UNSET, "min": UNSET, "max": 200}
-    return [
-        io.Int.Input("cacheStartStep", tooltip="imageInference `acceleratorOptions.cacheStartStep`: first step that "
-                     "may be skipped (-1 = not set).", **step),
-        io.Int.Input("cacheStartStepPercentage", default=UNSET, min=UNSET, max=99,
-                     tooltip="imageInference `acceleratorOptions.cacheStartStepPercentage` (0-99; -1 = not set)."),
-        io.Int.Input("cacheEndStep", tooltip="imageInference `acceleratorOptions.cacheEndStep`: caching stops "
-                     "before this step (-1 = not set).", **step),
-        io.Int.Input("cacheEndStepPercentage", default=UNSET, min=UNSET, max=100,
-                     tooltip="imageInference `acceleratorOptions.cacheEndStepPercentage` (1-100; -1 = not set)."),
-        io.Int.Input("cacheMaxConsecutiveSteps", default=MAX_CONSECUTIVE_DEFAULT, min=1, max=5,
-                     tooltip="imageInference `acceleratorOptions.cacheMaxConsecutiveSteps`: most steps skipped in a "
-                     "row (1-5)."),
-    ]
 
 
 def _apply(kind: CacheKind, model: Any, threshold: float, skip_interval: int | None, window: Any,
@@ -77,7 +59,7 @@ class _StepCacheNode(io.ComfyNode):
         return io.Schema(
             node_id=node_id(cls.NAME), display_name=cls.DISPLAY, category=CATEGORY,
             description=cls.DESCRIPTION + POLICY_DOC,
-            inputs=[io.Model.Input("model", tooltip="A FLUX or SD3 model."), *cls.own_inputs(), *_policy_inputs()],
+            inputs=[io.Model.Input("model", tooltip="A FLUX or SD3 model."), *cls.own_inputs(), *cache_policy_inputs()],
             outputs=[io.Model.Output(tooltip="The model with the step cache; the input model is unchanged.")],
         )
 

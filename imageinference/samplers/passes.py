@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import comfy.model_base
@@ -30,6 +31,7 @@ import torch
 
 from .hires import DEFAULT_STRENGTH, HiresOptions, native_area, upscale_image, vae_decode, vae_encode
 from .outpaint import pad_canvas
+from .refiner import RefinerOptions, sample_with_refiner
 from .schedulers import lookup
 from .sigmas import model_family
 from .sizes import first_pass_size
@@ -42,6 +44,7 @@ class SamplingSettings:
     scheduler: str  # imageInference scheduler name
     seeds: list[int]
     true_cfg: float | None = None  # guidance-distilled models: real CFG scale with the negative prompt
+    refiner: RefinerOptions | None = None  # takes over this pass at its start step (not the hires second pass)
 
 
 def guidance_distilled(model: Any) -> bool:
@@ -65,9 +68,10 @@ def sample(model: Any, positive: Any, negative: Any, latent: torch.Tensor, s: Sa
     if cfg <= 1.0 and "sampler_cfg_function" not in model.model_options:
         negative = positive  # guidance off: uncond == cond, so the negative prompt cannot act
     callback = latent_preview.prepare_callback(model, s.steps)
-    return comfy.sample.sample(model, _noise(latent, s.seeds), s.steps, cfg, sampler_name, schedule, positive,
-                               negative, latent, denoise=denoise, noise_mask=noise_mask, callback=callback,
-                               disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=s.seeds[0])
+    run = comfy.sample.sample if s.refiner is None else partial(sample_with_refiner, refiner=s.refiner)
+    return run(model, _noise(latent, s.seeds), s.steps, cfg, sampler_name, schedule, positive, negative, latent,
+               denoise=denoise, noise_mask=noise_mask, callback=callback,
+               disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=s.seeds[0])
 
 
 def empty_latent(batch: int, width: int, height: int) -> torch.Tensor:
@@ -104,7 +108,7 @@ def hires_second_pass(model: Any, vae: Any, positive: Any, negative: Any, first:
     upscaled = fit(upscale_image(hires.upscaler, first[..., :3]), width, height)
     steps = hires.steps or s.steps
     strength = DEFAULT_STRENGTH if hires.strength is None else hires.strength
-    second = replace(s, steps=steps)
+    second = replace(s, steps=steps, refiner=None)
     latent = sample(model, positive, negative, vae_encode(vae, upscaled), second, denoise=strength)
     return vae_decode(vae, latent), latent
 
