@@ -46,13 +46,16 @@ def main() -> None:
         browser = p.chromium.launch(executable_path=os.environ.get("IMAGEINFERENCE_CHROMIUM", "/usr/bin/chromium"),
                                     args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        server.post_json("/settings/Comfy.TutorialCompleted", True)  # no first-run templates dialog
         page.goto(server.url)
         page.wait_for_function("() => window.app && window.app.graph", timeout=90_000)
-        page.evaluate("() => document.querySelectorAll('.p-toast, .comfy-menu').forEach(e => e.remove())")
+        page.wait_for_timeout(2000)
         for path in sorted(HERE.glob("*.json")):
             page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", json.loads(path.read_text()))
-            page.wait_for_timeout(400)
-            shot = page.locator("canvas").first.screenshot()
+            page.keyboard.press("Escape")
+            page.evaluate("async () => { await window.app.extensionManager.command.execute('Comfy.Canvas.FitView'); }")
+            page.wait_for_timeout(500)
+            shot = page.locator("#graph-canvas").screenshot()
             (HERE / f"{path.stem}.jpg").write_bytes(caption(shot, path.stem))
             print(f"workflows/{path.stem}.jpg")
         browser.close()

@@ -44,7 +44,8 @@ class Page:
         page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
         page.on("response", lambda r: r.status >= 400 and self.failed.append(f"{r.status} {r.url}"))
 
-    def open(self):
+    def open(self, server):
+        server.post_json("/settings/Comfy.TutorialCompleted", True)  # a first run opens the templates dialog
         self.page.goto(self.url)
         self.page.wait_for_function("() => window.app && window.app.graph && window.imageinference && "
                                     "window.LiteGraph", timeout=90_000)
@@ -110,7 +111,7 @@ def browser():
 @pytest.fixture(scope="module")
 def ui(browser, server):
     tab = Page(browser.new_page(viewport={"width": 1400, "height": 900}), server.url)
-    tab.open()
+    tab.open(server)
     return tab
 
 
