@@ -24,6 +24,8 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-q
 # A fresh ComfyUI user has no user.css, no saved workflows and no template settings: the frontend asks, the
 # server answers 404, and Chromium logs each as a console error. Those are ComfyUI's, not the pack's.
 FRESH_USER_404 = ("/api/userdata", "/user.css")
+EMPTY = {"last_node_id": 0, "last_link_id": 0, "nodes": [], "links": [], "groups": [], "config": {}, "extra": {},
+         "version": 0.4}
 
 
 def artifacts() -> Path:
@@ -163,7 +165,7 @@ def test_the_templates_browser_offers_exactly_the_workflows_and_opens_them(ui, s
         with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{MODULE}/{name}.jpg") as resp:
             assert resp.headers["Content-Type"] == "image/jpeg" and resp.read(3) == b"\xff\xd8\xff", name
     # and through the dialog itself: pick the txt2img template with the mouse
-    ui.load({"nodes": [], "links": [], "version": 0.4})
+    ui.load(EMPTY)
     ui.page.evaluate("async () => { await window.app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
     ui.page.get_by_text(MODULE, exact=True).first.click()
     card = ui.page.get_by_text("txt2img", exact=True).first
@@ -209,7 +211,7 @@ def test_a_workflow_queued_from_the_page_shows_its_image(ui, queued):
 
 def test_an_output_image_dropped_on_the_page_restores_its_graph(ui, queued):
     src, types = queued
-    ui.load({"nodes": [], "links": [], "version": 0.4})
+    ui.load(EMPTY)
     assert ui.node_types() == []
     ui.page.evaluate("""async (src) => {
         const blob = await (await fetch(src)).blob();
@@ -257,7 +259,7 @@ def drop_file(ui, name, text):
 
 
 def test_a_dropped_request_file_opens_as_its_graph(ui):
-    ui.load({"nodes": [], "links": [], "version": 0.4})
+    ui.load(EMPTY)
     request = (ROOT / "workflows" / "requests" / "inpaint.json").read_text()
     drop_file(ui, "my-request.json", json.dumps([json.loads(request)]))  # the API's array form works too
     ui.page.wait_for_function("() => window.app.graph._nodes.some(n => n.type === 'ImageInferenceSampler')",
@@ -265,7 +267,7 @@ def test_a_dropped_request_file_opens_as_its_graph(ui):
     assert ui.prompt() == json.loads((ROOT / "workflows" / "api" / "inpaint.json").read_text())
     ui.shot("dropped-request-opened")
     # a workflow file dropped the same way is still ComfyUI's to open
-    ui.load({"nodes": [], "links": [], "version": 0.4})
+    ui.load(EMPTY)
     drop_file(ui, "txt2img.json", (ROOT / "workflows" / "txt2img.json").read_text())
     ui.page.wait_for_function("() => window.app.graph._nodes.some(n => n.type === 'ImageInferenceOutput')",
                               timeout=20_000)
