@@ -17,6 +17,7 @@ from ..catalog import Catalog, CatalogError
 from ..imageio.limits import Limits
 from ..imageio.store import ImageStore
 from ..schema.errors import ApiError, ContractError
+from ..schema.response import AsyncAck
 from .auth import auth_error, check_authentication_task
 from .config import EndpointConfig
 from .delivery import DeliveryError, check_target
@@ -154,7 +155,7 @@ class TaskService:
         wait = plan.delivery == "sync" and caller.transport == "rest"
         running = await self.tracker.start(record, plan, wait)
         if plan.delivery == "async":
-            return Slot(data=[{"taskType": "imageInference", "taskUUID": plan.task_uuid}])
+            return Slot(data=[AsyncAck(taskUUID=plan.task_uuid).model_dump()])
         return Slot(waiter=running.waiter, task_uuid=plan.task_uuid)
 
     async def _check_targets(self, raw: Json, targets: dict[str, str | None]) -> list[Json]:
