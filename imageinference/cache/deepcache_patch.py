@@ -19,20 +19,18 @@ The shared model object is never changed, and nothing writes into a tensor it wa
 from __future__ import annotations
 
 import copy
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import TimestepEmbedSequential, UNetModel
 
 from .deepcache import Branch, DeepCacheConfig, branch_for
 from .patch import CONFIG_KEY as STEP_CACHE_KEY
-from .policy import SkipLedger, run_warnings
+from .policy import SkipLedger
+from .run_wrapper import per_run_wrapper
 
-log = logging.getLogger("imageinference.cache")
 CONFIG_KEY = "imageinference_deepcache"
 RUN_KEY = "imageinference_deepcache_run"
 FORWARD_KEY = "imageinference_deepcache_forward"
@@ -203,38 +201,8 @@ def _output_block_patch(h: torch.Tensor, hsp: torch.Tensor,
     return h, hsp
 
 
-def _is_stochastic(sampler: Any) -> bool:
-    fn = getattr(sampler, "sampler_function", None)
-    name = getattr(fn, "__name__", "") if fn is not None else ""
-    return "ancestral" in name or "sde" in name
-
-
-def _counting_callback(run: DeepCacheRun, callback: Any) -> Any:
-    """The sampler's per-step callback, also telling the run that a step finished."""
-    def step_done(step: int, denoised: Any, x: Any, total_steps: int) -> Any:
-        run.step_finished(step)
-        return callback(step, denoised, x, total_steps) if callback is not None else None
-    return step_done
-
-
-def _outer_sample(executor: Any, *args: Any, **kwargs: Any) -> Any:
-    guider = executor.class_obj
-    original_options = guider.model_options
-    guider.model_options = comfy.model_patcher.create_model_options_clone(original_options)
-    topts = guider.model_options["transformer_options"]
-    config: DeepCacheConfig = topts[CONFIG_KEY]
-    sigmas = args[3]
-    branch = branch_of(guider.model_patcher.model.diffusion_model, config.branch)
-    run = DeepCacheRun(config, branch, [float(s) for s in sigmas])
-    topts[RUN_KEY] = run
-    for warning in run_warnings(config.name, len(sigmas) - 1, _is_stochastic(args[2])):
-        log.warning(warning)
-    args = (*args[:5], _counting_callback(run, args[5]), *args[6:])
-    try:
-        return executor(*args, **kwargs)
-    finally:
-        log.info(run.summary())
-        guider.model_options = original_options
+def _make_run(config: DeepCacheConfig, guider: Any, sigmas: list[float]) -> DeepCacheRun:
+    return DeepCacheRun(config, branch_of(guider.model_patcher.model.diffusion_model, config.branch), sigmas)
 
 
 def apply_deep_cache(model: Any, config: DeepCacheConfig) -> Any:
@@ -249,6 +217,7 @@ def apply_deep_cache(model: Any, config: DeepCacheConfig) -> Any:
     patched.set_model_input_block_patch(_input_block_patch)
     patched.set_model_output_block_patch(_output_block_patch)
     patched.model_options["transformer_options"][CONFIG_KEY] = config
-    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, _outer_sample)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
+                                 per_run_wrapper(CONFIG_KEY, RUN_KEY, _make_run))
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, _diffusion_model)
     return patched

@@ -7,18 +7,15 @@ that was already installed (e.g. by another pack) is kept and called as the orig
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
-import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
 from .engine import CacheConfig, CacheRun, Kind, Probe
-from .policy import run_warnings
+from .run_wrapper import per_run_wrapper
 
-log = logging.getLogger("imageinference.cache")
 CONFIG_KEY = "imageinference_step_cache"
 RUN_KEY = "imageinference_step_cache_run"
 WRAPPER_KEY = "imageinference_step_cache"
@@ -85,40 +82,11 @@ def modulation_probe(diffusion_model: Any, family: str) -> Probe:
     return _flux_probe(diffusion_model) if family == "flux" else _sd3_probe(diffusion_model)
 
 
-def _is_stochastic(sampler: Any) -> bool:
-    fn = getattr(sampler, "sampler_function", None)
-    name = getattr(fn, "__name__", "") if fn is not None else ""
-    return "ancestral" in name or "sde" in name
-
-
-def _counting_callback(run: CacheRun, callback: Any) -> Any:
-    """The sampler's per-step callback, also telling the run that a step finished."""
-    def step_done(step: int, denoised: Any, x: Any, total_steps: int) -> Any:
-        run.step_finished(step)
-        return callback(step, denoised, x, total_steps) if callback is not None else None
-    return step_done
-
-
-def _outer_sample(executor: Any, *args: Any, **kwargs: Any) -> Any:
-    guider = executor.class_obj
-    original_options = guider.model_options
-    guider.model_options = comfy.model_patcher.create_model_options_clone(original_options)
-    topts = guider.model_options["transformer_options"]
-    config: CacheConfig = topts[CONFIG_KEY]
-    sigmas = args[3]
+def _make_run(config: CacheConfig, guider: Any, sigmas: list[float]) -> CacheRun:
     base_model = guider.model_patcher.model
     layout = layout_of(base_model)
     probe = modulation_probe(base_model.diffusion_model, layout.family) if config.kind == "teaCache" else None
-    run = CacheRun(config, layout.kinds, [float(s) for s in sigmas], probe)
-    topts[RUN_KEY] = run
-    for warning in run_warnings(config.name, len(sigmas) - 1, _is_stochastic(args[2])):
-        log.warning(warning)
-    args = (*args[:5], _counting_callback(run, args[5]), *args[6:])
-    try:
-        return executor(*args, **kwargs)
-    finally:
-        log.info(run.summary())
-        guider.model_options = original_options
+    return CacheRun(config, layout.kinds, sigmas, probe)
 
 
 def _replacement(index: int, previous: Any) -> Any:
@@ -143,7 +111,8 @@ def apply_step_cache(model: Any, config: CacheConfig) -> Any:
     for index, (name, number) in enumerate(layout.keys):
         patched.set_model_patch_replace(_replacement(index, dit.get((name, number))), "dit", name, number)
     patched.model_options["transformer_options"][CONFIG_KEY] = config
-    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, _outer_sample)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
+                                 per_run_wrapper(CONFIG_KEY, RUN_KEY, _make_run))
     return patched
 
 
