@@ -50,7 +50,9 @@ def test_every_task_of_an_array_is_answered_on_its_own_in_order(client):
     status, body = client.post(tasks)
     assert status == 200
     assert body["data"][0] == {"taskType": "ping", "pong": True}
-    assert body["data"][1]["taskType"] == "modelSearch" and body["data"][1]["results"][0]["air"] == MODEL
+    # other tests of the session add entries to the shared catalog: the model must be among the results
+    assert body["data"][1]["taskType"] == "modelSearch"
+    assert MODEL in [r["air"] for r in body["data"][1]["results"]]
     codes = [(e["code"], e.get("taskUUID")) for e in body["errors"]]
     assert codes == [("invalidWidth", bad_size["taskUUID"]), ("taskNotFound", unknown),
                      ("invalidTaskType", tasks[4]["taskUUID"]), ("invalidTask", None), ("missingTaskUUID", None)]
