@@ -1,11 +1,25 @@
-"""The models of benchmarks/step_caches.py: A (tiny FLUX), B (8-block random SD3-shaped MMDiT), C (the same shape,
-trained here by flow matching on procedural images). Conditioning is fixed random tensors (no text encoder)."""
+"""The models of benchmarks/step_caches.py. Conditioning is fixed random tensors (no text encoder).
+
+  A  the tiny FLUX (1 double + 1 single block, random weights), cfg 1 (distilled guidance 3.5)
+  B  a deep random SD3-shaped MMDiT (12 joint blocks), cfg 4.5
+  C  a deep SD3-shaped MMDiT (12 joint blocks) trained by benchmarks/train_flow.py, class prompt vs empty, cfg 4.5
+  D  a shallow random SD3-shaped MMDiT (3 joint blocks), cfg 4.5
+  E  a shallow SD3-shaped MMDiT (3 joint blocks) trained by benchmarks/train_flow.py, cfg 4.5
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 SEED = 20261122
+SCENARIOS = ("A", "B", "C", "D", "E")
+DESCRIPTION = {
+    "A": "tiny FLUX, 1 double + 1 single block, random weights, cfg 1",
+    "B": "SD3-shaped MMDiT, 12 joint blocks, random weights, cfg 4.5",
+    "C": "SD3-shaped MMDiT, 12 joint blocks, trained by flow matching, cfg 4.5",
+    "D": "SD3-shaped MMDiT, 3 joint blocks, random weights, cfg 4.5",
+    "E": "SD3-shaped MMDiT, 3 joint blocks, trained by flow matching, cfg 4.5",
+}
 
 
 def _comfy() -> None:
@@ -45,7 +59,7 @@ def sd3_file(depth: int, seed: int) -> Any:
 
 
 def build(name: str) -> tuple[Any, Any]:
-    """(Scenario, TeaCache coefficients calibrated on that model with the calibration tool)."""
+    """(Scenario, TeaCache profile calibrated on that model with the calibration tool)."""
     _comfy()
     import comfy.sd
     from step_caches import Scenario
@@ -53,26 +67,30 @@ def build(name: str) -> tuple[Any, Any]:
     from imageinference.cache.calibrate import calibrate
     from imageinference.testing.tiny_models import TINY, ensure_tiny_models
 
+    negative = None
     if name == "A":
         root = ensure_tiny_models(["flux"])
         model = comfy.sd.load_diffusion_model(str(TINY["flux"].path(root)))
         dm = model.model.diffusion_model
         pos = _cond(8, 768, SEED, guidance=3.5)
         sc = Scenario("A", model, _vae(), pos, pos, 1.0, list(dm.double_blocks) + list(dm.single_blocks))
-    elif name == "B":
-        model = comfy.sd.load_diffusion_model(str(sd3_file(8, 1801)))
-        sc = Scenario("B", model, _vae(), _cond(8, 2048, SEED), _cond(8, 2048, SEED + 1), 4.5,
+        prompts = [_cond(8, 768, SEED + 100 + i, guidance=3.5) for i in range(3)]
+    elif name in ("B", "D"):
+        model = comfy.sd.load_diffusion_model(str(sd3_file(12 if name == "B" else 3, 1801)))
+        negative = _cond(8, 2048, SEED + 1)
+        sc = Scenario(name, model, _vae(), _cond(8, 2048, SEED), negative, 4.5,
                       list(model.model.diffusion_model.joint_blocks))
-    elif name == "C":
+        prompts = [_cond(8, 2048, SEED + 100 + i) for i in range(3)]
+    elif name in ("C", "E"):
         import train_flow
 
-        model = comfy.sd.load_diffusion_model(str(train_flow.trained_model()))
-        cond = train_flow.conditioning()
-        sc = Scenario("C", model, _vae(), cond, cond, 1.0, list(model.model.diffusion_model.joint_blocks))
+        model = comfy.sd.load_diffusion_model(str(train_flow.trained_model(12 if name == "C" else 3)))
+        negative = train_flow.conditioning(None)
+        sc = Scenario(name, model, _vae(), train_flow.conditioning(0), negative, 4.5,
+                      list(model.model.diffusion_model.joint_blocks))
+        prompts = [train_flow.conditioning(0), train_flow.conditioning(1)]
     else:
-        raise SystemExit(f"unknown scenario {name}; use A, B or C")
-    # calibration runs other seeds/conditionings than the measured run
-    prompts = [_cond(8, 768 if name == "A" else 2048, SEED + 100 + i, **({"guidance": 3.5} if name == "A" else {}))
-               for i in range(3)] if name != "C" else [sc.positive]
-    fit = calibrate(model, prompts, steps=28, seeds=(7, 8, 9), cfg=1.0, negative=sc.negative if name == "B" else None)
+        raise SystemExit(f"unknown scenario {name}; use one of {', '.join(SCENARIOS)}")
+    # the calibration runs other seeds (and, where there are any, other conditionings) than the measured run
+    fit = calibrate(model, prompts, steps=28, seeds=(7, 8, 9), cfg=1.0, negative=negative)
     return sc, fit.profile

@@ -1,44 +1,85 @@
-"""Step caches side by side: no cache, core EasyCache / LazyCache, and this pack's TeaCache / FBCache / DBCache.
+"""Step caches against ComfyUI's own: core EasyCache / LazyCache over a fine threshold grid (up to the nodes'
+maximum, 3.0, where they skip most) with their default window (start_percent 0.15, end_percent 0.95) and, on a
+coarser grid, with no window (0, 1), where they skip the most of all; and this pack's TeaCache / FBCache / DBCache
+over their API threshold (0-1) and every `cacheMaxConsecutiveSteps` (1-5).
 
-Scenarios (real ComfyUI 0.8.0 sampling, CPU, fixed seed; conditioning is fixed random tensors, no text encoder):
-  A  the tiny FLUX (1 double + 1 single block), 64x64, 28 steps, euler/simple, cfg 1
-  B  a deeper tiny SD3-shaped MMDiT (8 joint blocks, random weights), 64x64, 28 steps, euler/simple, cfg 4.5
-  C  an 8-block SD3-shaped MMDiT this script trains itself by flow matching on procedural images (cached), so the
-     trajectory is a learned, smooth one; 64x64, 28 steps, euler/simple, cfg 1
+Scenarios (benchmarks/cache_scenarios.py; real ComfyUI 0.8.0 sampling, CPU, 64x64, 28 steps, euler/simple,
+seed 1234): A tiny FLUX (2 blocks), B/C a deep SD3-shaped MMDiT (12 blocks) random / trained, D/E a shallow one
+(3 blocks) random / trained; trained = benchmarks/train_flow.py (flow matching, real CFG).
 
-Per row: model calls = transformer-block calls / blocks per forward (counted by hooks on the blocks, whoever
-skips them), sampling seconds, and PSNR (dB) of the decoded 8-bit image against the uncached run. Core EasyCache
-is run as shipped and also with a copied model input ("easycache-copied"), because as shipped it adds its cached
-difference into the model's input tensor in place. Ends with one JSON line holding every row and the frontier
-check. Not a test: figures. Usage: python benchmarks/step_caches.py [--scenarios A,B,C] [--quick]
+Per run: model calls = transformer-block calls / blocks per forward (forward hooks on the blocks, whoever skips
+them), which steps were skipped (a step whose block calls fell short of the uncached run's), sampling seconds and
+PSNR (dB) of the decoded 8-bit image against the uncached run. Core EasyCache runs with a copied model input
+("easycache-copied": as shipped it adds its cached difference into the model's input tensor in place) and, on a
+coarse grid, as shipped; on SD3-shaped models ComfyUI never calls EasyCache's DIFFUSION_MODEL wrapper, so one run
+at 3.0 shows that it skips nothing. DBCache's split on a 2- or 3-block model is F1B0, the same configuration as
+FBCache, so its rows there are FBCache's (marked, not re-run).
+
+Sweep pruning (exact, not an approximation): if a setting skipped nothing at cap 5 it skips nothing at any cap
+(nothing skipped = the uncached trajectory, where the criterion never said yes); once a setting skips every step
+the policy allows (the greedy pattern), every larger threshold at that cap gives the same run (the criteria are
+monotone in the threshold), so those are not re-run.
+
+For every core point the script prints whether one of our settings has no more calls and no less PSNR, per cache
+and overall, and when none does, why: the point lies below the cache's floor (the fewest calls the policy and the
+always-run blocks allow) or our best PSNR at those calls is lower. A core point is "usable" at PSNR >= 30 dB
+(USABLE_DB). Ends with one JSON line holding every row and every comparison. Not a test: figures.
+Usage: python benchmarks/step_caches.py [--scenarios A,B,C,D,E] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 STEPS = 28
-CORE_THRESHOLDS = (0.05, 0.1, 0.2, 0.4)
+SEED = 1234
+USABLE_DB = 30.0
+CORE_GRID = (0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0,
+             3.0)  # 3.0 is the most the core nodes accept
+OPEN_GRID = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 3.0)
+SHIPPED_GRID = (0.05, 0.2, 1.0, 3.0)
+CORE_WINDOW, OPEN_WINDOW = (0.15, 0.95), (0.0, 1.0)  # (start_percent, end_percent): the nodes' default, and none
+OURS_GRID = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55,
+             0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
+CAPS = (5, 4, 3, 2, 1)
+QUICK_CORE, QUICK_OPEN, QUICK_OURS, QUICK_CAPS = (0.05, 0.3, 3.0), (3.0,), (0.05, 0.3, 0.75, 1.0), (5, 1)
+OURS = ("teaCache", "fbCache", "dbCache")
+FIELD = {"teaCache": "teaCacheDistance", "fbCache": "fbCacheThreshold", "dbCache": "dbCacheThreshold"}
 
 
 @dataclass
 class Row:
     scenario: str
     cache: str
-    setting: str
+    value: float | None  # core: reuse_threshold; ours: the API value (0-1)
+    cap: int | None  # cacheMaxConsecutiveSteps (ours)
     calls: float
     seconds: float
     psnr: float
+    skipped: list[int]
+    threshold: float | None = None  # ours: the criterion's threshold the API value maps to
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        if self.cache == "none":
+            return "no cache"
+        if self.cap is None:
+            return f"{self.cache} reuse_threshold={self.value}{' ' + self.note if self.note else ''}"
+        name = FIELD[self.cache.split("-")[0]]
+        return f"{self.cache} {name}={self.value} cap={self.cap}{' ' + self.note if self.note else ''}"
 
 
 @dataclass
@@ -50,6 +91,7 @@ class Scenario:
     negative: Any
     cfg: float
     blocks: list[Any]
+    base_steps: list[int] = field(default_factory=list)  # block calls per step, uncached
 
 
 def psnr(a: Any, b: Any) -> float:
@@ -62,45 +104,49 @@ def psnr(a: Any, b: Any) -> float:
 
 
 class BlockCounter:
-    """Counts transformer block executions through forward hooks, independent of which cache skipped them."""
+    """Counts transformer block executions per sampler step through forward hooks, whoever skipped them."""
 
     def __init__(self, blocks: list[Any]):
-        self.count = 0
+        self.per_step = [0] * STEPS
+        self.step = 0
         self.handles = [b.register_forward_pre_hook(self._hook) for b in blocks]
 
     def _hook(self, *_: Any) -> None:
-        self.count += 1
+        self.per_step[min(self.step, STEPS - 1)] += 1
+
+    def callback(self, step: int, *_: Any) -> None:
+        self.step = step + 1
 
     def close(self) -> None:
         for h in self.handles:
             h.remove()
 
 
-def sample(sc: Scenario, model: Any) -> tuple[Any, float, float]:
-    """(decoded image, seconds, model calls) for one run."""
+def sample(sc: Scenario, model: Any) -> tuple[Any, float, float, list[int]]:
+    """(decoded image, seconds, model calls, block calls per step) for one run."""
     import comfy.sample
     import torch
 
     latent = torch.zeros(1, 16, 8, 8)
-    noise = comfy.sample.prepare_noise(latent, 1234)
+    noise = comfy.sample.prepare_noise(latent, SEED)
     counter = BlockCounter(sc.blocks)
     try:
         t = time.perf_counter()
         out = comfy.sample.sample(model, noise, STEPS, sc.cfg, "euler", "simple", sc.positive, sc.negative, latent,
-                                  seed=1234, disable_pbar=True)
+                                  seed=SEED, disable_pbar=True, callback=counter.callback)
         seconds = time.perf_counter() - t
     finally:
         counter.close()
-    return sc.vae.decode(out), seconds, counter.count / len(sc.blocks)
+    return sc.vae.decode(out), seconds, sum(counter.per_step) / len(sc.blocks), counter.per_step
 
 
-def core_cache(model: Any, kind: str, threshold: float) -> Any:
+def core_cache(model: Any, kind: str, threshold: float, window: tuple[float, float] = CORE_WINDOW) -> Any:
     import comfy.patcher_extension
     from comfy_extras.nodes_easycache import EasyCacheNode, LazyCacheNode
 
     if kind == "lazycache":
-        return LazyCacheNode.execute(model, threshold, 0.15, 0.95, False).result[0]
-    m = EasyCacheNode.execute(model, threshold, 0.15, 0.95, False).result[0]
+        return LazyCacheNode.execute(model, threshold, *window, False).result[0]
+    m = EasyCacheNode.execute(model, threshold, *window, False).result[0]
     if kind == "easycache-copied":
         def copy_input(executor: Any, *args: Any, **kwargs: Any) -> Any:
             return executor(args[0].clone(), *args[1:], **kwargs)
@@ -112,93 +158,229 @@ def core_cache(model: Any, kind: str, threshold: float) -> Any:
     return m
 
 
-def our_cache(model: Any, kind: str, threshold: float, max_consecutive: int = 3, profile: Any = None) -> Any:
+def our_config(model: Any, kind: str, value: float, cap: int, profile: Any, last_step: bool = True) -> Any:
     from imageinference.cache.build import cache_config
-    from imageinference.cache.patch import apply_step_cache, model_layout
+    from imageinference.cache.patch import model_layout
 
-    config = cache_config(kind, threshold, model_layout(model), max_consecutive=max_consecutive,
-                          profile=profile)
-    return apply_step_cache(model, config)
-
-
-def ours_sweep(quick: bool) -> list[tuple[str, float, int]]:
-    tea = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
-    resid = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0)
-    if quick:
-        tea, resid = (0.3, 1.0), (0.1, 0.5)
-    rows = [("teaCache", t, mc) for mc in (3, 5) for t in tea]
-    rows += [(k, t, mc) for k in ("fbCache", "dbCache") for mc in (3, 5) for t in resid]
-    return rows
+    config = cache_config(kind, value, model_layout(model), max_consecutive=cap, profile=profile)
+    if not last_step:
+        config = dataclasses.replace(config, policy=dataclasses.replace(config.policy, compute_last_step=False))
+    return config
 
 
-def run_scenario(sc: Scenario, quick: bool, profile: Any, ours: bool = True) -> list[Row]:
-    base, seconds, calls = sample(sc, sc.model)
-    rows = [Row(sc.name, "none", "-", calls, seconds, float("inf"))]
-    for kind in ("lazycache", "easycache", "easycache-copied"):
-        for thr in CORE_THRESHOLDS:
-            img, seconds, calls = sample(sc, core_cache(sc.model, kind, thr))
-            rows.append(Row(sc.name, kind, f"reuse_threshold={thr}", calls, seconds, psnr(img, base)))
-            print(_fmt(rows[-1]), flush=True)
-    if ours:
-        for kind, thr, mc in ours_sweep(quick):
-            img, seconds, calls = sample(sc, our_cache(sc.model, kind, thr, mc, profile))
-            name = {"teaCache": "teaCacheDistance", "fbCache": "fbCacheThreshold",
-                    "dbCache": "dbCacheThreshold"}[kind]
-            rows.append(Row(sc.name, kind, f"{name}={thr},cacheMaxConsecutiveSteps={mc}", calls, seconds,
-                            psnr(img, base)))
-            print(_fmt(rows[-1]), flush=True)
-    return rows
+def greedy_skips(config: Any) -> list[int]:
+    """The steps skipped when the criterion wants every step: the policy's floor pattern."""
+    from imageinference.cache.policy import fewest_computed_steps
+
+    computed = set(fewest_computed_steps(config.policy, STEPS))
+    return [s for s in range(STEPS) if s not in computed]
+
+
+def skipped_steps(sc: Scenario, per_step: list[int]) -> list[int]:
+    return [i for i, (n, full) in enumerate(zip(per_step, sc.base_steps, strict=True)) if n < full]
+
+
+def run_core(sc: Scenario, base: Any, kind: str, value: float, window: tuple[float, float] = CORE_WINDOW) -> Row:
+    img, seconds, calls, per_step = sample(sc, core_cache(sc.model, kind, value, window))
+    note = "" if window == CORE_WINDOW else f"start_percent={window[0]} end_percent={window[1]}"
+    row = Row(sc.name, kind, value, None, calls, seconds, psnr(img, base), skipped_steps(sc, per_step), note=note)
+    print(_fmt(row), flush=True)
+    return row
+
+
+def run_ours(sc: Scenario, base: Any, kind: str, value: float, cap: int, profile: Any,
+             last_step: bool = True) -> tuple[Row, bool]:
+    """(row, saturated: the run skipped every step the policy allows)."""
+    from imageinference.cache.patch import apply_step_cache
+
+    config = our_config(sc.model, kind, value, cap, profile, last_step)
+    img, seconds, calls, per_step = sample(sc, apply_step_cache(sc.model, config))
+    skipped = skipped_steps(sc, per_step)
+    row = Row(sc.name, kind, value, cap, calls, seconds, psnr(img, base), skipped, config.threshold,
+              "" if last_step else "(last step skippable)")
+    print(_fmt(row), flush=True)
+    return row, skipped == greedy_skips(config)
+
+
+def sweep_ours(sc: Scenario, base: Any, kind: str, grid: tuple[float, ...], caps: tuple[int, ...],
+               profile: Any) -> tuple[list[Row], dict[str, Any]]:
+    """Every (value, cap) of the grid, pruned exactly (see the module docstring)."""
+    rows: list[Row] = []
+    never_skips: set[float] = set()
+    saturated_at: dict[int, float] = {}
+    for cap in caps:
+        for value in grid:
+            if value in never_skips:
+                continue
+            row, saturated = run_ours(sc, base, kind, value, cap, profile)
+            rows.append(row)
+            if not row.skipped and cap == max(caps):
+                never_skips.add(value)
+            if saturated:
+                saturated_at[cap] = value
+                break
+    info = {"values_skipping_nothing": sorted(never_skips),
+            "saturated_from": {str(c): v for c, v in saturated_at.items()}}
+    return rows, info
+
+
+def run_scenario(sc: Scenario, quick: bool, profile: Any) -> tuple[list[Row], dict[str, Any]]:
+    base, seconds, calls, per_step = sample(sc, sc.model)
+    sc.base_steps = per_step
+    rows = [Row(sc.name, "none", None, None, calls, seconds, float("inf"), [])]
+    print(_fmt(rows[0]), flush=True)
+    core_grid, open_grid = (QUICK_CORE, QUICK_OPEN) if quick else (CORE_GRID, OPEN_GRID)
+    for kind in ("lazycache", "easycache-copied") if sc.name == "A" else ("lazycache",):
+        for value in core_grid:
+            rows.append(run_core(sc, base, kind, value))
+        for value in open_grid:
+            rows.append(run_core(sc, base, kind, value, OPEN_WINDOW))
+    if sc.name == "A":
+        for value in (QUICK_CORE if quick else SHIPPED_GRID):
+            rows.append(run_core(sc, base, "easycache", value))
+    else:
+        rows.append(run_core(sc, base, "easycache-copied", max(core_grid)))
+    sweeps: dict[str, Any] = {}
+    shallow = len(sc.blocks) < 8  # DBCache's split is F1B0 there: FBCache's configuration
+    for kind in OURS:
+        if kind == "dbCache" and shallow:
+            rows += [dataclasses.replace(r, cache="dbCache", note="(= fbCache: split F1B0)")
+                     for r in rows if r.scenario == sc.name and r.cache == "fbCache"]
+            sweeps[kind] = dict(sweeps["fbCache"], same_as="fbCache")
+            continue
+        got, info = sweep_ours(sc, base, kind, QUICK_OURS if quick else OURS_GRID, QUICK_CAPS if quick else CAPS,
+                               profile)
+        rows += got
+        sweeps[kind] = info
+    # the last-step rule: the most aggressive setting with the last step skippable, against the rule
+    ablation, _ = run_ours(sc, base, "teaCache", 1.0, 5, profile, last_step=False)
+    ablation.cache = "teaCache-ablation"
+    rows.append(ablation)
+    return rows, sweeps
 
 
 def _fmt(r: Row) -> str:
-    return f"{r.scenario} {r.cache:17s} {r.setting:50s} calls {r.calls:5.2f}  {r.seconds:6.2f}s  {r.psnr:6.2f} dB"
+    skipped = "".join("s" if i in r.skipped else "." for i in range(STEPS))
+    return f"{r.scenario} {r.label:62s} calls {r.calls:6.2f} {r.seconds:6.2f}s {r.psnr:6.2f} dB {skipped}"
 
 
-def dominates(rows: list[Row], scenario: str, core: tuple[str, ...], ours: str) -> tuple[bool, list[str]]:
-    """Every core point (c, p) has an `ours` point with calls <= c and PSNR >= p. Core points that skipped
-    nothing equal the uncached run, which each of ours matches at threshold 0 (bit-identical, tested)."""
-    mine = [r for r in rows if r.scenario == scenario and r.cache == ours]
-    misses = []
-    for r in rows:
-        if r.scenario == scenario and r.cache in core and r.calls < STEPS and not any(
-                m.calls <= r.calls + 1e-9 and m.psnr >= r.psnr for m in mine):
-            misses.append(f"{r.cache} {r.setting}: {r.calls:.2f} calls, {r.psnr:.2f} dB")
-    return not misses, misses
+def floor_calls(sc_blocks: int, kind: str) -> float:
+    """Fewest model calls a cache can reach at cap 5: the policy's floor plus its always-run blocks."""
+    from imageinference.cache.policy import CachePolicy, floor_model_calls
+    from imageinference.cache.profiles import dbcache_split
+
+    always = {"teaCache": 0, "fbCache": 1}.get(kind)
+    if always is None:
+        split = dbcache_split(sc_blocks)
+        always = split.first + split.last
+    return floor_model_calls(CachePolicy(max_consecutive=5), STEPS, always, sc_blocks)
+
+
+def compare(rows: list[Row], scenario: str, blocks: int) -> dict[str, Any]:
+    """For every core point that skipped something: which of our settings dominate it, and if none, why."""
+    core = [r for r in rows if r.scenario == scenario and r.cap is None and r.cache != "none" and r.skipped]
+    ours = {k: [r for r in rows if r.scenario == scenario and r.cache == k] for k in OURS}
+    points = []
+    for c in core:
+        entry: dict[str, Any] = {"core": c.label, "calls": round(c.calls, 3), "psnr": _db(c.psnr),
+                                 "usable": c.psnr >= USABLE_DB, "ours": {}}
+        for kind, mine in ours.items():
+            if not mine:
+                continue
+            better = [m for m in mine if m.calls <= c.calls + 1e-9 and m.psnr >= c.psnr]
+            if better:
+                best = min(better, key=lambda m: (m.calls, -m.psnr))
+                entry["ours"][kind] = {"dominated_by": best.label, "calls": round(best.calls, 3),
+                                       "psnr": _db(best.psnr)}
+                continue
+            floor = floor_calls(blocks, kind)
+            within = [m for m in mine if m.calls <= c.calls + 1e-9]
+            enough = [m for m in mine if m.psnr >= c.psnr]
+            if c.calls < floor - 1e-9:
+                why = (f"below {kind}'s floor of {floor:.2f} calls (first and last step computed, at most 5 skipped "
+                       "in a row" + (", always-run blocks" if kind != "teaCache" else "") + ")")
+            elif within:
+                top = max(within, key=lambda m: m.psnr)
+                why = f"at <= {c.calls:.2f} calls its best is {top.psnr:.2f} dB ({top.label})"
+            else:
+                why = f"no setting measured at <= {c.calls:.2f} calls"
+            if enough:
+                cheapest = min(enough, key=lambda m: m.calls)
+                why += f"; {c.psnr:.2f} dB needs {cheapest.calls:.2f} calls ({cheapest.label})"
+            entry["ours"][kind] = {"dominated_by": None, "why": why}
+        entry["dominated"] = any(v["dominated_by"] for v in entry["ours"].values())
+        points.append(entry)
+    usable = [c for c in core if c.psnr >= USABLE_DB]
+    aggressive = min(usable, key=lambda r: (r.calls, -r.psnr)) if usable else None
+    reach = {}
+    for kind, mine in ours.items():
+        at_one = [m for m in mine if m.value == 1.0 and m.cap == 5]
+        if not at_one and mine:  # saturated earlier at cap 5: the 1.0 run equals that row
+            sat = [m for m in mine if m.cap == 5]
+            at_one = [max(sat, key=lambda m: m.value or 0.0)] if sat else []
+        if at_one and aggressive is not None:
+            m = at_one[0]
+            reach[kind] = {"calls_at_1.0_cap5": round(m.calls, 3), "psnr": _db(m.psnr),
+                           "skips_at_least_as_much": m.calls <= aggressive.calls + 1e-9}
+    return {"points": points,
+            "dominated": sum(p["dominated"] for p in points), "of": len(points),
+            "usable_dominated": sum(p["dominated"] for p in points if p["usable"]),
+            "usable_of": sum(p["usable"] for p in points),
+            "most_aggressive_usable_core": None if aggressive is None else
+            {"core": aggressive.label, "calls": round(aggressive.calls, 3), "psnr": _db(aggressive.psnr)},
+            "ours_at_1.0_cap5": reach,
+            "floors_cap5": {k: round(floor_calls(blocks, k), 3) for k in OURS}}
+
+
+def _db(x: float) -> float | None:
+    return None if math.isinf(x) else round(x, 2)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scenarios", default="A,B,C")
-    parser.add_argument("--quick", action="store_true", help="fewer thresholds (a smoke run, not the figures)")
+    parser.add_argument("--scenarios", default="A,B,C,D,E")
+    parser.add_argument("--quick", action="store_true", help="a few thresholds and caps (a smoke run, not figures)")
     args = parser.parse_args()
-    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger().setLevel(logging.ERROR)
     import cache_scenarios
 
     rows: list[Row] = []
-    for name in args.scenarios.split(","):
-        sc, profile = cache_scenarios.build(name.strip())
-        print(f"{name}: TeaCache calibrated on this model: {profile}", flush=True)
-        rows += run_scenario(sc, args.quick, profile)
-    checks = {}
-    for name in args.scenarios.split(","):
-        name = name.strip()
-        if name == "A":
-            ok, misses = dominates(rows, "A", ("lazycache", "easycache", "easycache-copied"), "teaCache")
-            checks["A teaCache vs core"] = {"dominates": ok, "misses": misses}
-        else:
-            for ours in ("teaCache", "fbCache", "dbCache"):
-                ok, misses = dominates(rows, name, ("lazycache",), ours)
-                checks[f"{name} {ours} vs lazycache"] = {"dominates": ok, "misses": misses}
-    for k, v in checks.items():
-        print(f"{k}: {'dominates' if v['dominates'] else 'MISSES ' + '; '.join(v['misses'])}")
+    results: dict[str, Any] = {}
+    started = time.perf_counter()
+    for name in [n.strip() for n in args.scenarios.split(",")]:
+        sc, profile = cache_scenarios.build(name)
+        print(f"{name}: {cache_scenarios.DESCRIPTION[name]}; TeaCache calibrated on this model: {profile}",
+              flush=True)
+        got, sweeps = run_scenario(sc, args.quick, profile)
+        rows += got
+        results[name] = {"model": cache_scenarios.DESCRIPTION[name], "blocks": len(sc.blocks),
+                         "teacache_profile": {"coefficients": list(profile.coefficients),
+                                              "threshold_scale": profile.threshold_scale},
+                         "sweeps": sweeps, **compare(rows, name, len(sc.blocks))}
+    for name, res in results.items():
+        print(f"\n{name}: {res['model']}: {res['dominated']}/{res['of']} core points dominated "
+              f"({res['usable_dominated']}/{res['usable_of']} of those >= {USABLE_DB:.0f} dB); "
+              f"most aggressive usable core point {res['most_aggressive_usable_core']}; ours at 1.0, cap 5: "
+              f"{res['ours_at_1.0_cap5']}")
+        for p in res["points"]:
+            print(f"  {p['core']:36s} {p['calls']:6.2f} calls {p['psnr'] or 0:6.2f} dB "
+                  f"{'usable' if p['usable'] else '      '} {'DOMINATED' if p['dominated'] else 'not dominated'}")
+            for kind, v in p["ours"].items():
+                text = (f"by {v['dominated_by']} ({v['calls']} calls, {v['psnr']} dB)" if v["dominated_by"]
+                        else v["why"])
+                print(f"      {kind:9s} {text}")
+
     def plain(r: Row) -> dict[str, Any]:
         d = asdict(r)
-        d["psnr"] = None if math.isinf(r.psnr) else round(r.psnr, 2)  # identical image: no finite PSNR
+        d["psnr"] = _db(r.psnr)  # identical image: no finite PSNR
         d["seconds"], d["calls"] = round(r.seconds, 3), round(r.calls, 3)
+        d["threshold"] = None if r.threshold is None else ("inf" if math.isinf(r.threshold) else r.threshold)
         return d
 
-    print(json.dumps({"benchmark": "step_caches", "steps": STEPS, "psnr_null_means": "identical to no cache",
-                      "rows": [plain(r) for r in rows], "checks": checks}))
+    print(json.dumps({"benchmark": "step_caches", "steps": STEPS, "seed": SEED, "usable_db": USABLE_DB,
+                      "quick": args.quick, "psnr_null_means": "identical to no cache",
+                      "minutes": round((time.perf_counter() - started) / 60, 1),
+                      "scenarios": results, "rows": [plain(r) for r in rows]}))
 
 
 if __name__ == "__main__":

@@ -108,7 +108,12 @@ def floor_model_calls(policy: CachePolicy, total_steps: int, always_run: int, bl
 
 
 ALWAYS_RUN_SHARE_LIMIT = 1 / 8
-"""FBCache/DBCache warn when more than this share of the model's blocks always runs (benchmarks/step_caches.py)."""
+"""FBCache/DBCache warn when more than this share of the model's blocks always runs. Measured
+(benchmarks/step_caches.py, 28 steps; at cap 5 the floor is 6 + 22 x share model calls): at 1/12 (FBCache, 12
+blocks) the cache lost only core's 5-6-call points (13-19 dB), which TeaCache's 6-call floor loses or just ties; at
+1/6 (DBCache F1B1, 12 blocks) also core's two 9-call points on the trained model; at 1/3 (3 blocks) 8 of 19 and 19
+of 26 core points, one of them usable (>= 30 dB); at 1/2 (the 2-block FLUX) 25 of 34, 12 of the 21 usable ones.
+Real FLUX.1 (FBCache 1/57, DBCache F4B1 5/57) and SD3 (1/24; F2B1 3/24; SD3.5 large F3B1 4/38) stay under it."""
 TYPICAL_STEPS = 28
 
 
@@ -117,12 +122,16 @@ def always_run_warning(name: str, policy: CachePolicy, always_run: int, blocks: 
     if blocks <= 0 or always_run / blocks <= ALWAYS_RUN_SHARE_LIMIT:
         return None
     ours = floor_model_calls(policy, TYPICAL_STEPS, always_run, blocks)
-    whole = floor_model_calls(policy, TYPICAL_STEPS, 0, blocks)
-    return (f"{name}: {always_run} of this model's {blocks} transformer blocks always run "
+    teacache = CachePolicy(policy.window, policy.max_consecutive, compute_last_step=policy.compute_last_step)
+    whole = floor_model_calls(teacache, TYPICAL_STEPS, 0, blocks)
+    verb = "runs" if always_run == 1 else "run"
+    interval = (f" and dbCacheSkipInterval {policy.refresh_interval}"
+                if policy.refresh_interval is not None and policy.max_run < policy.max_consecutive else "")
+    return (f"{name}: {always_run} of this model's {blocks} transformer blocks always {verb} "
             f"({always_run / blocks:.0%} of every skipped step), so with {TYPICAL_STEPS} steps and "
-            f"cacheMaxConsecutiveSteps {policy.max_consecutive} it cannot go below {ours:.1f} model calls, where "
-            f"TeaCache, which decides before the first block and skips whole steps, reaches {whole:.0f}; on a model "
-            "this shallow prefer teaCache")
+            f"cacheMaxConsecutiveSteps {policy.max_consecutive}{interval} it cannot go below {ours:.1f} model "
+            "calls, where TeaCache, which decides before the first block and skips whole steps, reaches "
+            f"{whole:.0f}; on a model this shallow prefer teaCache")
 
 
 def run_warnings(name: str, total_steps: int, stochastic: bool) -> list[str]:

@@ -7,10 +7,12 @@ threshold through `api_threshold(value, scale)`:
     value >  0.5:  scale / (4 x (1 - value))      (continuous, with a continuous slope, at 0.5)
     value == 1.0:  infinite: skip every step the policy allows (window, cacheMaxConsecutiveSteps, first and
                    last step), so 1.0 reaches the fewest model calls the request's cap permits on any model.
-0.75 lands on `scale`, what 1.0 meant under the old linear mapping. Measured (benchmarks/step_caches.py): under
-the linear mapping 1.0 stopped short of the policy's floor on every model measured (e.g. TeaCache on the tiny
-FLUX: 7 model calls at cap 5, where the cap allows 6 and core EasyCache reaches 6), because a few early steps
-change more than the scale allows in five steps.
+0.75 lands on `scale`, what 1.0 meant under the old linear mapping. Measured (benchmarks/step_caches.py: five tiny
+FLUX/SD3-shaped models, random and trained, 28 steps): with a calibrated TeaCache scale, skipping starts at
+0.125-0.2 and the run reaches the policy's floor at 0.8-0.85 (cap 5), 0.65-0.7 (cap 3), 0.25-0.35 (cap 1) on
+every model, while the old 1.0 (now 0.75) stopped one call short on one of the five (7 model calls where cap 5
+allows 6). FBCache/DBCache's raw criterion started skipping at 0.08-0.63 and reached the floor only at 0.63-1.0,
+on two random models only between 0.83 and the old maximum 1.0: no finite value promises the floor on every model.
 
 TeaCache: scale = the family's threshold scale, the polynomial turns the first block's input change into an
 estimate of the output change (relative L1 change of the blocks' residual per step):

@@ -366,3 +366,30 @@ def test_models_the_caches_were_not_tuned_for_are_refused(flux, family_class):
     with pytest.raises(ContractError) as info:
         TeaCacheNode.execute(m, teaCacheDistance=0.5, **WIDGETS)
     assert info.value.codes == ["unsupportedAcceleratorOptions"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_skips_every_step_the_policy_allows(sd3, kind):
+    """At 1.0 the criterion's threshold is infinite: the run computes exactly the policy's floor (first step, last
+    step, one step after every cacheMaxConsecutiveSteps skipped), whatever the model's step-to-step change."""
+    from imageinference.cache.policy import fewest_computed_steps
+
+    for cap in (1, 3, 5):
+        cap_run = RunCapture(cached(sd3, kind, 1.0, max_consecutive=cap))
+        run(cap_run.model, sd3_conds(), cfg=4.5)
+        (r,) = cap_run.runs
+        computed = [s for s, k in r.ledger.decisions if not k]
+        assert computed == fewest_computed_steps(r.config.policy, STEPS), (kind, cap)
+
+
+def test_few_block_warning_at_install_names_teacache(sd3, caplog):
+    from imageinference.nodes.step_cache import DBCacheNode, FBCacheNode, TeaCacheNode
+
+    with caplog.at_level(logging.WARNING, logger="imageinference.cache"):
+        TeaCacheNode.execute(sd3, teaCacheDistance=0.5, **WIDGETS)
+        assert not caplog.records
+        FBCacheNode.execute(sd3, fbCacheThreshold=0.25, **WIDGETS)
+        DBCacheNode.execute(sd3, dbCacheThreshold=0.25, dbCacheSkipInterval=5, **WIDGETS)
+    texts = [r.getMessage() for r in caplog.records]
+    assert len(texts) == 2 and all("1 of this model's 4 transformer blocks" in t and "teaCache" in t for t in texts)
+    assert texts[0].startswith("FBCache") and texts[1].startswith("DBCache F1B0")

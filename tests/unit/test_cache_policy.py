@@ -1,17 +1,28 @@
 """The step caches' shared policy, profiles and calibration fit (pure)."""
 
 import json
+import logging
+import math
 
 import numpy as np
 import pytest
 
 from imageinference.cache.build import cache_config
 from imageinference.cache.fitting import fit
-from imageinference.cache.policy import CachePolicy, SkipLedger, run_warnings
+from imageinference.cache.policy import (
+    ALWAYS_RUN_SHARE_LIMIT,
+    CachePolicy,
+    SkipLedger,
+    always_run_warning,
+    fewest_computed_steps,
+    floor_model_calls,
+    run_warnings,
+)
 from imageinference.cache.profiles import (
     PUBLISHED,
     TEACACHE_THRESHOLD_SCALE,
     TeaCacheProfile,
+    api_threshold,
     calibrated_scale,
     dbcache_split,
     load_calibrations,
@@ -154,3 +165,93 @@ def test_config_problems_are_contract_errors_naming_the_field(tmp_path, monkeypa
         assert str(bad) in info.value.errors[0].message
     bad.unlink()
     assert cache_config("teaCache", 0.5, _Layout("sd3", 4)).threshold == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.8, 3.7])
+def test_api_threshold_keeps_the_lower_half_and_reaches_the_policy_floor_at_one(scale):
+    assert api_threshold(0.0, scale) == 0.0
+    for v in (0.05, 0.25, 0.5):
+        assert api_threshold(v, scale) == pytest.approx(v * scale)  # unchanged from the linear mapping
+    assert api_threshold(0.75, scale) == pytest.approx(scale)  # what 1.0 meant under the linear mapping
+    assert math.isinf(api_threshold(1.0, scale))
+    values = np.linspace(0, 0.999, 400)
+    mapped = [api_threshold(float(v), scale) for v in values]
+    assert all(b > a for a, b in zip(mapped, mapped[1:], strict=False))  # strictly increasing
+    h = 1e-6  # continuous, with a continuous slope, where the two pieces meet
+    left = (api_threshold(0.5, scale) - api_threshold(0.5 - h, scale)) / h
+    right = (api_threshold(0.5 + h, scale) - api_threshold(0.5, scale)) / h
+    assert left == pytest.approx(right, rel=1e-4) and left == pytest.approx(scale, rel=1e-4)
+    assert api_threshold(0.5 + h, scale) == pytest.approx(0.5 * scale, rel=1e-5)
+    for bad in (-0.01, 1.01):
+        with pytest.raises(ValueError):
+            api_threshold(bad, scale)
+
+
+def test_request_values_map_through_the_same_curve():
+    tea = TeaCacheProfile((1.0, 0.0), 0.8, "t")
+    assert math.isinf(tea.threshold(1.0)) and tea.threshold(0.75) == pytest.approx(0.8)
+    for kind in ("fbCache", "dbCache"):
+        assert cache_config(kind, 0.3, _Layout("sd3", 24)).threshold == pytest.approx(0.3)
+        assert cache_config(kind, 0.9, _Layout("sd3", 24)).threshold == pytest.approx(2.5)
+        assert math.isinf(cache_config(kind, 1.0, _Layout("sd3", 24)).threshold)
+    assert cache_config("fbCache", 0.0, _Layout("sd3", 24)).threshold == 0.0
+
+
+def _greedy(policy, total):
+    """The computed steps of a run whose criterion always wants to skip, simulated step by step."""
+    return [i for i, skipped in enumerate(simulate(policy, total, set(range(total)))) if not skipped]
+
+
+@pytest.mark.parametrize(("cap", "expected"), [(5, [0, 6, 12, 18, 24, 27]), (3, [0, 4, 8, 12, 16, 20, 24, 27]),
+                                               (1, list(range(0, 28, 2)) + [27])])
+def test_fewest_computed_steps_is_the_policy_floor(cap, expected):
+    policy = CachePolicy(max_consecutive=cap)
+    assert fewest_computed_steps(policy, 28) == expected == _greedy(policy, 28)
+    no_last = CachePolicy(max_consecutive=cap, compute_last_step=False)
+    assert fewest_computed_steps(no_last, 28) == _greedy(no_last, 28)
+    windowed = CachePolicy(StepWindow(start_step=10, end_step=20), max_consecutive=cap)
+    assert fewest_computed_steps(windowed, 28) == _greedy(windowed, 28)
+
+
+def test_floor_model_calls_counts_the_always_run_blocks():
+    policy = CachePolicy(max_consecutive=5)
+    assert floor_model_calls(policy, 28, 0, 12) == 6  # TeaCache: whole steps
+    assert floor_model_calls(policy, 28, 1, 3) == pytest.approx(6 + 22 / 3)  # FBCache on 3 blocks: 13.33
+    assert floor_model_calls(policy, 28, 2, 12) == pytest.approx(6 + 22 * 2 / 12)  # DBCache F1B1 on 12 blocks
+
+
+@pytest.mark.parametrize(("kind", "blocks", "warns"), [
+    ("fbCache", 2, True), ("fbCache", 3, True), ("fbCache", 8, False), ("fbCache", 12, False),
+    ("fbCache", 24, False), ("fbCache", 57, False),
+    ("dbCache", 3, True), ("dbCache", 8, True), ("dbCache", 12, True), ("dbCache", 24, False),
+    ("dbCache", 38, False), ("dbCache", 57, False)])
+def test_few_block_models_warn_for_fbcache_and_dbcache(kind, blocks, warns, caplog):
+    with caplog.at_level(logging.WARNING, logger="imageinference.cache"):
+        config = cache_config(kind, 0.25, _Layout("sd3", blocks), max_consecutive=5)
+    messages = [r.getMessage() for r in caplog.records]
+    always = config.split.first + config.split.last
+    assert (always / blocks > ALWAYS_RUN_SHARE_LIMIT) == warns
+    assert bool(messages) == warns
+    if warns:
+        (text,) = messages
+        floor = floor_model_calls(config.policy, 28, always, blocks)
+        assert f"{always} of this model's {blocks} transformer blocks" in text
+        assert f"below {floor:.1f} model calls" in text and "reaches 6" in text and "teaCache" in text
+
+
+def test_teacache_never_warns_about_always_run_blocks(caplog):
+    with caplog.at_level(logging.WARNING, logger="imageinference.cache"):
+        cache_config("teaCache", 0.5, _Layout("sd3", 2), profile=TeaCacheProfile((1.0, 0.0), 0.8, "t"))
+    assert not caplog.records
+    assert always_run_warning("X", CachePolicy(), 0, 2) is None
+
+
+def test_the_warning_counts_a_binding_skip_interval(caplog):
+    with caplog.at_level(logging.WARNING, logger="imageinference.cache"):
+        config = cache_config("dbCache", 0.25, _Layout("sd3", 3), max_consecutive=5, skip_interval=3)
+    (record,) = caplog.records
+    text = record.getMessage()
+    assert fewest_computed_steps(config.policy, 28) == list(range(0, 28, 3))  # at most 2 skipped in a row
+    computed = 10
+    assert "cacheMaxConsecutiveSteps 5 and dbCacheSkipInterval 3" in text
+    assert f"below {computed + (28 - computed) / 3:.1f} model calls" in text and "reaches 6" in text
