@@ -42,3 +42,9 @@ def test_root_entry_point_exports_only_comfy_entrypoint():
     assert "NODE_CLASS_MAPPINGS" not in text
     for path in (ROOT / "imageinference").rglob("*.py"):
         assert "NODE_CLASS_MAPPINGS =" not in path.read_text(), path
+
+
+def test_test_modules_have_unique_names():
+    """The test folders are not packages: two test files with one name stop pytest's collection."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
