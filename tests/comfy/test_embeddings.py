@@ -34,13 +34,16 @@ def extras(comfy, tmp_path_factory):
     folder_paths.add_model_folder_path("embeddings", str(models / "embeddings"), is_default=True)
     path = os.environ["IMAGEINFERENCE_CATALOG"]
     with open(path) as f:
-        cat = json.load(f)
+        backup = f.read()
+    cat = json.loads(backup)
     cat["models"].update(catalog_entries())
     cat["models"]["test:lora-as-embedding@1"] = {"kind": "embedding", "files": {"model": "loras/tiny_sd15_lora.safetensors"}}
     cat["models"]["test:broken-embedding@1"] = {"kind": "embedding", "files": {"model": "embeddings/broken.safetensors"}}
     with open(path, "w") as f:
         json.dump(cat, f)
-    return models / "embeddings"
+    yield models / "embeddings"
+    with open(path, "w") as f:  # the session's catalog is shared by later tests and servers
+        f.write(backup)
 
 
 @pytest.fixture(scope="module")

@@ -38,14 +38,17 @@ def detectors(comfy, tmp_path_factory):
     folder_paths.add_model_folder_path("ultralytics", str(folder), is_default=True)
     path = os.environ["IMAGEINFERENCE_CATALOG"]
     with open(path) as fh:
-        cat = json.load(fh)
+        backup = fh.read()
+    cat = json.loads(backup)
     cat["models"].update({
         "runware:35@1": {"kind": "detector", "files": {"model": f"ultralytics/{BBOX_FILE}"}},
         "test:faceseg@1": {"kind": "detector", "files": {"model": f"ultralytics/{SEGM_FILE}"}},
     })
     with open(path, "w") as fh:
         json.dump(cat, fh)
-    return {"folder": folder, "marker": marker}
+    yield {"folder": folder, "marker": marker}
+    with open(path, "w") as fh:  # the session's catalog is shared by later tests and servers
+        fh.write(backup)
 
 
 @pytest.fixture(scope="module")
