@@ -8,6 +8,8 @@
   checks model_channels (320 / 384), context_dim (2048 / 1280), adm_in_channels (2816 / 2560) and the input
   transformer depths ([0,0,2,2,10,10] / [0,0,4,4,4,4,0,0]) and nothing else, so channel_mult is [1,1,...] and
   the output and middle blocks carry no transformers: 136 M and 168 M parameters (SDXL's are 2.6 G and 2.3 G).
+  A third, `sdxl_unet_full`, keeps SDXL's middle and output transformer depths too (10 and [10,10,10,2,2,2,0,0,0]),
+  so it has SDXL's 70 cross-attention layers in its 11 blocks, the layers an SDXL IP-Adapter patches: 283 M.
   Their text encoders are not built: CLIP-G's config is fixed in code at 694 M parameters, so tests give these
   UNets conditioning tensors of the right shapes (SDXL: context 2048 + pooled 1280; refiner: 1280 + 1280).
 Files are cached next to the other tiny models (same GENERATOR_VERSION folder).
@@ -70,6 +72,7 @@ SDXL_UNET = {
     "transformer_depth_middle": 0, "use_linear_in_transformer": True, "context_dim": 2048, "num_head_channels": 64,
     "transformer_depth_output": [0] * 9, "use_temporal_attention": False, "use_temporal_resblock": False,
 }
+SDXL_UNET_FULL = dict(SDXL_UNET, transformer_depth_middle=10, transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10])
 SDXL_REFINER_UNET = dict(SDXL_UNET, adm_in_channels=2560, model_channels=384, num_res_blocks=[2, 2, 2, 2],
                          transformer_depth=[0, 0, 4, 4, 4, 4, 0, 0], channel_mult=[1, 1, 1, 1], context_dim=1280,
                          transformer_depth_output=[0] * 12)
@@ -89,6 +92,10 @@ def build_sdxl_unet(dest: Path, root: Path) -> None:
     _unet(SDXL_UNET, 3201, dest, "tiny random-weight SDXL-shaped UNet (detected as SDXL)")
 
 
+def build_sdxl_unet_full(dest: Path, root: Path) -> None:
+    _unet(SDXL_UNET_FULL, 3203, dest, "tiny random-weight SDXL-shaped UNet with SDXL's 70 cross-attention layers")
+
+
 def build_sdxl_refiner_unet(dest: Path, root: Path) -> None:
     _unet(SDXL_REFINER_UNET, 3202, dest, "tiny random-weight SDXL-refiner-shaped UNet (detected as SDXLRefiner)")
 
@@ -98,6 +105,7 @@ TINY_EXTRAS: dict[str, TinyModel] = {m.key: m for m in (
     TinyModel("embedding_sd15_webui", "embeddings", "tiny_webui_embedding.pt", build_sd15_embedding_webui),
     TinyModel("embedding_sdxl", "embeddings", "tiny_sdxl_embedding.safetensors", build_sdxl_embedding),
     TinyModel("sdxl_unet", "diffusion_models", "tiny_sdxl_unet.safetensors", build_sdxl_unet),
+    TinyModel("sdxl_unet_full", "diffusion_models", "tiny_sdxl_unet_full.safetensors", build_sdxl_unet_full),
     TinyModel("sdxl_refiner_unet", "diffusion_models", "tiny_sdxl_refiner_unet.safetensors", build_sdxl_refiner_unet),
 )}
 

@@ -7,6 +7,8 @@
 - SD1.5 IP-Adapters (tencent-ailab layout: `image_proj.*`, `ip_adapter.<n>.to_{k,v}_ip`) shaped for the tiny
   SD1.5 UNet (its 16 cross-attention layers read from the checkpoint) and the ViT-L encoder: plain (linear
   projection, 4 tokens), plus (2-layer resampler, 16 tokens) and full-face (per-token MLP).
+- An SDXL IP-Adapter (same layout, plain, 70 layers of 2048-wide context) shaped for the tiny SDXL UNet that has
+  SDXL's 70 cross-attention layers (`tiny_extras.sdxl_unet_full`) and the ViT-L encoder.
 - A FLUX IP-Adapter in the XLabs layout (`ip_adapter_proj_model.*`, `double_blocks.<i>.processor.*`) for the
   tiny FLUX (one double block), and FLUX Redux (ComfyUI's `ReduxImageEncoder`, fixed size, 0.13 GB).
 Files are cached next to the other tiny models (same GENERATOR_VERSION folder).
@@ -58,18 +60,18 @@ def build_clip_vision_siglip(dest: Path, root: Path) -> None:
           {"imageinference": "random-weight SigLIP so400m/14-384 vision encoder (ComfyUI's siglip_384 config)"})
 
 
-VITL_EMBEDS, VITL_HIDDEN, SD15_CONTEXT = 768, 1024, 768
+VITL_EMBEDS, VITL_HIDDEN, SD15_CONTEXT, SDXL_CONTEXT = 768, 1024, 768, 2048
 
 
-def sd15_attention_widths(root: Path) -> list[int]:
-    """The tiny SD1.5 UNet's cross-attention widths in the adapter's key order (input, output, middle blocks)."""
+def attention_widths(unet_file: Path, prefix: str = "") -> list[int]:
+    """A UNet file's cross-attention widths in the adapter's key order (input, output, middle blocks)."""
     from safetensors import safe_open
 
-    pattern = re.compile(r"^model\.diffusion_model\.(input_blocks|middle_block|output_blocks)\.(\d+)\.(?:(\d+)\.)?"
+    pattern = re.compile(rf"^{re.escape(prefix)}(input_blocks|middle_block|output_blocks)\.(\d+)\.(?:(\d+)\.)?"
                          r"transformer_blocks\.(\d+)\.attn2\.to_k\.weight$")
     rank = {"input_blocks": 0, "output_blocks": 1, "middle_block": 2}
     found = []
-    with safe_open(str(TINY["sd15"].path(root)), "pt") as f:
+    with safe_open(str(unet_file), "pt") as f:
         for key in f.keys():  # noqa: SIM118 (safe_open has keys(), not iteration)
             m = pattern.match(key)
             if m:
@@ -77,6 +79,11 @@ def sd15_attention_widths(root: Path) -> list[int]:
                 block = int(a) if kind != "middle_block" else 0
                 found.append(((rank[kind], block, int(layer)), f.get_slice(key).get_shape()[0]))
     return [width for _, width in sorted(found)]
+
+
+def sd15_attention_widths(root: Path) -> list[int]:
+    """The tiny SD1.5 UNet's cross-attention widths in the adapter's key order."""
+    return attention_widths(TINY["sd15"].path(root), "model.diffusion_model.")
 
 
 def _linear(gen, out_dim: int, in_dim: int, bias: bool = True):
@@ -98,10 +105,14 @@ def _put(sd: dict, prefix: str, params: dict) -> None:
     sd.update({f"{prefix}.{k}": v for k, v in params.items()})
 
 
-def _sd15_layers(sd: dict, gen, root: Path) -> None:
-    for j, width in enumerate(sd15_attention_widths(root)):
+def _attention_layers(sd: dict, gen, widths: list[int], context: int) -> None:
+    for j, width in enumerate(widths):
         for kv in ("k", "v"):
-            _put(sd, f"ip_adapter.{2 * j + 1}.to_{kv}_ip", _linear(gen, width, SD15_CONTEXT, bias=False))
+            _put(sd, f"ip_adapter.{2 * j + 1}.to_{kv}_ip", _linear(gen, width, context, bias=False))
+
+
+def _sd15_layers(sd: dict, gen, root: Path) -> None:
+    _attention_layers(sd, gen, sd15_attention_widths(root), SD15_CONTEXT)
 
 
 def build_sd15_plain(dest: Path, root: Path) -> None:
@@ -113,6 +124,20 @@ def build_sd15_plain(dest: Path, root: Path) -> None:
     _put(sd, "image_proj.norm", _norm(SD15_CONTEXT))
     _sd15_layers(sd, gen, root)
     _save(sd, dest, torch.float16, {"imageinference": "tiny random IP-Adapter, SD1.5 plain layout, ViT-L"})
+
+
+def build_sdxl_plain(dest: Path, root: Path) -> None:
+    """The plain SDXL layout (4 tokens of 2048) for the tiny SDXL UNet with SDXL's 70 cross-attention layers."""
+    import torch
+
+    from .tiny_extras import TINY_EXTRAS
+
+    gen = torch.Generator().manual_seed(2204)
+    sd: dict = {}
+    _put(sd, "image_proj.proj", _linear(gen, 4 * SDXL_CONTEXT, VITL_EMBEDS))
+    _put(sd, "image_proj.norm", _norm(SDXL_CONTEXT))
+    _attention_layers(sd, gen, attention_widths(TINY_EXTRAS["sdxl_unet_full"].path(root)), SDXL_CONTEXT)
+    _save(sd, dest, torch.float16, {"imageinference": "tiny random IP-Adapter, SDXL plain layout, ViT-L"})
 
 
 def build_sd15_plus(dest: Path, root: Path, depth: int = 2, heads: int = 12, queries: int = 16) -> None:
@@ -178,6 +203,7 @@ TINY_IPADAPTER: dict[str, TinyModel] = {m.key: m for m in (
     TinyModel("ipadapter_sd15", "ipadapter", "tiny_ip_adapter_sd15.safetensors", build_sd15_plain),
     TinyModel("ipadapter_sd15_plus", "ipadapter", "tiny_ip_adapter_plus_sd15.safetensors", build_sd15_plus),
     TinyModel("ipadapter_sd15_full", "ipadapter", "tiny_ip_adapter_full_face_sd15.safetensors", build_sd15_full_face),
+    TinyModel("ipadapter_sdxl", "ipadapter", "tiny_ip_adapter_sdxl.safetensors", build_sdxl_plain),
     TinyModel("ipadapter_flux", "ipadapter", "tiny_flux_ip_adapter_xlabs.safetensors", build_flux_xlabs),
     TinyModel("redux", "ipadapter", "tiny_flux_redux.safetensors", build_flux_redux),
 )}
@@ -191,6 +217,10 @@ def ensure_tiny_ipadapters(keys: tuple[str, ...] | list[str] | None = None, root
     wanted = list(keys or TINY_IPADAPTER)
     if any(k in NEEDS_SD15 for k in wanted):
         ensure_tiny_models(["sd15"], root)
+    if "ipadapter_sdxl" in wanted:
+        from .tiny_extras import ensure_tiny_extras
+
+        ensure_tiny_extras(["sdxl_unet_full"], root)
     for key in wanted:
         model = TINY_IPADAPTER[key]
         dest = model.path(root)
@@ -212,6 +242,7 @@ def catalog_entries(prefix: str = "test") -> dict[str, dict]:
         f"{prefix}:ipadapter-sd15@1": entry("ipadapter_sd15", "sd-1-5"),
         f"{prefix}:ipadapter-sd15@plus": entry("ipadapter_sd15_plus", "sd-1-5"),
         f"{prefix}:ipadapter-sd15@full-face": entry("ipadapter_sd15_full", "sd-1-5"),
+        f"{prefix}:ipadapter-sdxl@1": entry("ipadapter_sdxl", "sdxl"),
         f"{prefix}:ipadapter-flux@1": entry("ipadapter_flux", "flux-1-dev"),
         "runware:105@1": entry("redux", "flux-1-dev",
                                f"clip_vision/{TINY_IPADAPTER['clip_vision_siglip'].filename}"),

@@ -18,6 +18,7 @@ from imageinference.schema.errors import ContractError
 SD15_AIR, PLUS_AIR, FULL_AIR, FLUX_AIR, REDUX_AIR = ("test:ipadapter-sd15@1", "test:ipadapter-sd15@plus",
                                                      "test:ipadapter-sd15@full-face", "test:ipadapter-flux@1",
                                                      "runware:105@1")
+SDXL_AIR = "test:ipadapter-sdxl@1"
 
 
 @pytest.fixture(scope="module")
@@ -373,6 +374,79 @@ def test_composes_with_lora_and_controlnet(comfy, nodes_ipa, sd15):
     with_ipa = sample(apply(nodes_ipa, lmodel, SD15_AIR, weight=0.5), cpos, cneg, steps=2)
     assert torch.isfinite(with_ipa).all() and not torch.equal(with_ipa, without)
     assert torch.equal(sample(apply(nodes_ipa, lmodel, SD15_AIR, weight=0.0), cpos, cneg, steps=2), without)
+
+
+# ---------------------------------------------------------------- SDXL
+# A tiny SDXL UNet with SDXL's 70 cross-attention layers in its 11 blocks (ComfyUI detects it as SDXL) and a tiny
+# SDXL adapter in the real layout (ip_adapter.1 ... 139). Its CLIP-G text encoder is too large to build here, so the
+# prompts are conditioning tensors of SDXL's shapes.
+
+
+@pytest.fixture(scope="module")
+def sdxl(comfy, ipa):
+    import comfy.sd
+
+    from imageinference.testing.tiny_extras import TINY_EXTRAS
+    from imageinference.testing.tiny_models import cache_root
+
+    model = comfy.sd.load_diffusion_model(str(TINY_EXTRAS["sdxl_unet_full"].path(cache_root())))
+    assert type(model.model).__name__ == "SDXL"
+    g = torch.Generator().manual_seed(31)
+    pos, neg = ([[torch.randn(1, 77, 2048, generator=g), {"pooled_output": torch.randn(1, 1280, generator=g)}]]
+                for _ in range(2))
+    return model, pos, neg
+
+
+def test_sdxl_weight_zero_is_bit_identical_and_the_adapter_patches_all_70_layers(nodes_ipa, sdxl):
+    model, pos, neg = sdxl
+    base = sample(model, pos, neg, steps=2)
+    assert apply(nodes_ipa, model, SDXL_AIR, weight=0.0) is model
+    patched = apply(nodes_ipa, model, SDXL_AIR, weight=0.5)
+    assert len(patched.model_options["transformer_options"]["patches_replace"]["attn2"]) == 70
+    assert not torch.equal(sample(patched, pos, neg, steps=2), base)
+    assert torch.equal(sample(model, pos, neg, steps=2), base)  # the model it was applied to is untouched
+
+
+SDXL_BLOCKS_NAMED = {"style_transfer": {("output", 1)}, "composition": {("input", 8)},
+                     "style_and_composition": {("output", 1), ("input", 8)},
+                     "ease_in": {("input", 4), ("input", 5), ("input", 7), ("input", 8), ("middle", 0),
+                                 *(("output", i) for i in range(6))}}
+
+
+def test_sdxl_each_weight_type_changes_exactly_the_blocks_its_schedule_names(nodes_ipa, sdxl, ipa, vitl):
+    from imageinference.ipadapter.options import SDXL_BLOCKS, block_weights
+
+    model, pos, neg = sdxl
+    sd = weights(ipa["ipadapter_sdxl"])
+    tokens = (plain_tokens(sd, vitl["embeds"][:1]), plain_tokens(sd, torch.zeros(1, 768)))
+    w, wc = 0.7, 0.4
+    for weight_type in WEIGHT_TYPES:
+        patched = apply(nodes_ipa, model, SDXL_AIR, weight=w, weight_type=weight_type, composition=wc,
+                        scaling="kv_penalty_c")
+        schedule = block_weights(weight_type, w, SDXL_BLOCKS, wc)
+        replaced = set(patched.model_options["transformer_options"]["patches_replace"]["attn2"])
+        calls = Calls(patched).run(pos, neg)
+        numbers = key_numbers(calls)
+        assert replaced == {c["key"] for c in calls if schedule[c["t"]]}, weight_type
+        assert len({c["t"] for c in calls}) == 11 and len(numbers) == 70 and max(numbers.values()) == 139
+        if weight_type in SDXL_BLOCKS_NAMED:  # the reference's SDXL blocks, written here by their UNet names
+            assert {key[:2] for key in replaced} == SDXL_BLOCKS_NAMED[weight_type], weight_type
+        for call in calls:
+            term, wt = call["image_term"], schedule[call["t"]]
+            if wt == 0:
+                assert term.norm() <= 1e-4 * call["q"].norm(), (weight_type, call["key"])
+            else:
+                want = expected_term(call, sd, numbers[call["key"]], tokens, wt, "kv_penalty_c")
+                assert close(term, want), (weight_type, call["key"])
+
+
+def test_sd15_and_sdxl_adapters_are_refused_on_each_others_model(nodes_ipa, sd15, sdxl):
+    with pytest.raises(ContractError) as info:
+        apply(nodes_ipa, sdxl[0], SD15_AIR)
+    assert info.value.parameters == ["ipAdapters.0.model"] and "768" in info.value.errors[0].message
+    with pytest.raises(ContractError) as info:
+        apply(nodes_ipa, sd15[0], SDXL_AIR)
+    assert info.value.parameters == ["ipAdapters.0.model"] and "2048" in info.value.errors[0].message
 
 
 # ---------------------------------------------------------------- bad input
