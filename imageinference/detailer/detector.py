@@ -4,9 +4,10 @@ Safety rules (documented in the README):
 - A detector is a file in ComfyUI's `models/ultralytics/` folders (`bbox/`, `segm/`), named by a catalog AIR or by
   its path relative to those folders. Never a URL, never an absolute path, never `..`: YOLO `.pt` files are Python
   pickles, so only files the user put in the model folders are ever loaded.
-- Where the installed ultralytics offers restricted loading (`torch_safe_load(..., safe_only=True)`, 8.4+), a `.pt`
-  file is first opened with it (torch's `weights_only` unpickler and ultralytics' list of known model classes);
-  a file that references anything else is refused unless IMAGEINFERENCE_TRUST_DETECTORS=1.
+- A `.pt` file is first opened with ultralytics' restricted loading (`torch_safe_load(..., safe_only=True)`:
+  torch's `weights_only` unpickler and ultralytics' list of known model classes); a file that references anything
+  else is refused unless IMAGEINFERENCE_TRUST_DETECTORS=1. Where the installed ultralytics (or torch < 2.5) has no
+  such loading, every `.pt` detector is refused unless IMAGEINFERENCE_TRUST_DETECTORS=1.
 - ultralytics runs offline (YOLO_OFFLINE=1 unless set otherwise), so it neither downloads nor reports usage, and
   what it changes for the whole process (PIL.Image.open, torch's and OpenCV's thread counts, OMP_NUM_THREADS) is
   put back after every call into it.
@@ -137,10 +138,18 @@ def _restricted_check(ultralytics_pkg: Any, file: DetectorFile) -> None:
 
     from ultralytics.nn import tasks
 
-    if "safe_only" not in inspect.signature(tasks.torch_safe_load).parameters:
-        log.info("ultralytics %s has no restricted loading; %s is loaded as a plain pickle from the model folder",
-                 ultralytics_pkg.__version__, file.path)
-        return
+    # Restricted loading means torch's weights-only loader behind ultralytics' allow-list (`_SafeLoad`): earlier
+    # releases' safe_only swaps unknown classes instead of refusing them, and on torch < 2.5 safe_only silently
+    # loads the plain pickle. Without it a .pt detector loads only on the user's word.
+    restricted = getattr(tasks, "_SafeLoad", None)
+    if "safe_only" not in inspect.signature(tasks.torch_safe_load).parameters or not getattr(
+            restricted, "SUPPORTED", False):
+        raise ContractError.single(
+            "invalidUltralytics", f"detector {file.label} ({file.path}) is a pickle, and ultralytics "
+            f"{ultralytics_pkg.__version__} with torch {torch.__version__} cannot load it restrictedly: upgrade "
+            "ultralytics (pip install -U ultralytics; 8.4.190 is tested) on torch 2.5 or later, use an .onnx "
+            "detector, or, if you trust this file, set IMAGEINFERENCE_TRUST_DETECTORS=1 to load it as a plain "
+            "pickle.", PARAMETER, "string")
     try:
         with process_left_alone():
             ckpt, _ = tasks.torch_safe_load(file.path, safe_only=True)

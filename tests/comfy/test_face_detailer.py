@@ -289,6 +289,29 @@ def test_what_is_not_a_yolo_detector_is_refused(detectors, sd15, detector):
     assert not detectors["marker"].exists()  # the pickle's payload never ran
 
 
+@pytest.mark.parametrize("missing", ["safe_only", "weights_only_loader"])
+def test_without_restricted_loading_a_pt_detector_needs_the_users_word(detectors, sd15, monkeypatch, missing):
+    """An ultralytics without safe_only, or whose safe_only is not torch's weights-only loader (older releases swap
+    unknown classes; on torch < 2.5 it loads the plain pickle), would unpickle a .pt file as it is."""
+    from ultralytics.nn import tasks
+
+    monkeypatch.delenv("IMAGEINFERENCE_TRUST_DETECTORS", raising=False)
+    if missing == "safe_only":
+        real = tasks.torch_safe_load
+        monkeypatch.setattr(tasks, "torch_safe_load", lambda weight, *a, **kw: real(weight, *a, **kw))
+    else:
+        monkeypatch.setattr(tasks._SafeLoad, "SUPPORTED", False)
+    with pytest.raises(ContractError) as info:
+        run(sd15, face_image([(6, 6, 1.0)]), detector="bbox/payload.pt")
+    assert info.value.codes == ["invalidUltralytics"] and "IMAGEINFERENCE_TRUST_DETECTORS" in info.value.errors[0].message
+    with pytest.raises(ContractError):
+        run(sd15, face_image([(6, 6, 1.0)]))  # the good tiny detector too: no .pt without restricted loading
+    assert not detectors["marker"].exists()
+    monkeypatch.setenv("IMAGEINFERENCE_TRUST_DETECTORS", "1")
+    _images, _masks, det = run(sd15, face_image([(6, 6, 1.0)]), strength=0.0)
+    assert det["images"][0]["faces"] == 1  # a trusted file loads as before
+
+
 @pytest.mark.parametrize(("field", "value"), [("inpaintSize", 4096), ("inpaintSize", 64), ("maskPadding", 25)])
 def test_out_of_range_settings_are_contract_errors(detectors, sd15, field, value):
     with pytest.raises(ContractError) as info:
