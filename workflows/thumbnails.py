@@ -1,6 +1,6 @@
 """Thumbnails for ComfyUI's Templates browser: workflows/<name>.jpg for every workflows/<name>.json.
 
-    ~/.cache/imageinference-nodes/venv/bin/python workflows/thumbnails.py
+    ~/.cache/imageinference-nodes/venv/bin/python workflows/thumbnails.py [NAME ...]   (default: every workflow)
 
 The browser shows /api/workflow_templates/<pack>/<name>.jpg beside each template. A template's result needs its
 real model weights (DreamShaper 8, FLUX, SD3...), which this repository cannot ship or run; a result made with
@@ -39,8 +39,13 @@ def caption(shot: bytes, name: str) -> bytes:
     return out.getvalue()
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
     from playwright.sync_api import sync_playwright
+
+    paths = [HERE / f"{name}.json" for name in names] if names else sorted(HERE.glob("*.json"))
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise SystemExit(f"no such workflow: {', '.join(missing)}")
 
     with tempfile.TemporaryDirectory() as base, ComfyServer(Path(base)) as server, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=os.environ.get("IMAGEINFERENCE_CHROMIUM", "/usr/bin/chromium"),
@@ -50,7 +55,7 @@ def main() -> None:
         page.goto(server.url)
         page.wait_for_function("() => window.app && window.app.graph", timeout=90_000)
         page.wait_for_timeout(2000)
-        for path in sorted(HERE.glob("*.json")):
+        for path in paths:
             page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", json.loads(path.read_text()))
             page.keyboard.press("Escape")
             page.evaluate("async () => { await window.app.extensionManager.command.execute('Comfy.Canvas.FitView'); }")
@@ -62,4 +67,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

@@ -47,8 +47,10 @@ def test_cfgscale_is_fluxs_distilled_guidance(comfy, flux):
     assert not torch.equal(out, ours(flux, 2.0))
 
 
-def test_true_cfg_one_is_plain_flux_sampling(flux):
-    assert torch.equal(ours(flux, 3.5, 1.0), ours(flux, 3.5))
+def test_true_cfg_one_is_plain_flux_sampling(comfy, flux):
+    out = ours(flux, 3.5, 1.0)
+    assert torch.equal(out, ours(flux, 3.5))
+    assert torch.equal(out, core(comfy, flux, 3.5, 1.0))  # core KSampler + FluxGuidance, cfg 1
 
 
 def test_true_cfg_is_real_cfg_with_the_negative_prompt(comfy, flux):

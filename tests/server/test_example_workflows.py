@@ -66,6 +66,38 @@ def test_a_flux_example_runs_on_the_tiny_flux(server, object_info):
     assert result.ok, result.errors
 
 
+def pixels(result):
+    import numpy as np
+
+    (image,) = result.images
+    return np.asarray(Image.open(io.BytesIO(image.data)).convert("RGB"))
+
+
+def test_the_true_cfg_example_runs_on_the_tiny_flux_and_acts(server, object_info):
+    request = json.loads((ROOT / "workflows/requests/flux-true-cfg.json").read_text())
+    request.update(model="test:flux-full@1", width=128, height=128, steps=2)
+    _canonical, guided = run_compiled(server, object_info, request)
+    assert guided.ok, guided.errors
+    plain = {k: v for k, v in request.items() if k != "trueCFGScale"}
+    _canonical, unguided = run_compiled(server, object_info, plain)
+    assert unguided.ok, unguided.errors
+    assert (pixels(guided) != pixels(unguided)).any()  # the negative prompt acts only through trueCFGScale
+
+
+def test_the_watermark_example_runs_on_the_tiny_sd3_and_says_so(server, object_info):
+    request = json.loads((ROOT / "workflows/requests/sd3-watermark.json").read_text())
+    request.update(model="test:sd3@1", width=128, height=128, steps=2)
+    _canonical, marked = run_compiled(server, object_info, request)
+    assert marked.ok, marked.errors
+    (item,) = json.loads(marked.outputs["5"]["response"][0])["data"]
+    assert item["watermarked"] is True
+    _canonical, bare = run_compiled(server, object_info, {k: v for k, v in request.items() if k != "watermark"})
+    changed = (pixels(marked) != pixels(bare)).any(axis=2)
+    ys, xs = changed.nonzero()
+    # "bottom-right": the mark's pixels are in the bottom half, reach the right side and start right of the left edge
+    assert len(ys) and ys.min() >= 64 and xs.max() >= 96 and xs.min() >= 16
+
+
 @pytest.mark.parametrize(("acc", "name"), [({"teaCache": True, "teaCacheDistance": 1.0}, "TeaCache"),
                                            ({"fbCache": True, "fbCacheThreshold": 1.0}, "FBCache"),
                                            ({"dbCache": True, "dbCacheThreshold": 1.0, "dbCacheSkipInterval": 3},

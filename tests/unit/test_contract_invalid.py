@@ -146,6 +146,12 @@ CASES = [
     (mutate(SD15, pulid={"images": [IMG]}), "unsupportedPulid", "pulid"),
     (mutate(SD15, refiner={"model": "civitai:101055@128080", "startStep": 10}), "unsupportedRefiner", "refiner"),
     (mutate(FLUX, embeddings=[{"model": "civitai:1@2"}]), "unsupportedEmbeddings", "embeddings"),
+    (mutate(SD15, trueCFGScale=3), "unsupportedTrueCFGScale", "trueCFGScale"),
+    (mutate(SD3, trueCFGScale=3), "unsupportedTrueCFGScale", "trueCFGScale"),
+    # trueCFGScale (FLUX)
+    (mutate(FLUX, trueCFGScale=51), "invalidTrueCFGScale", "trueCFGScale"),
+    (mutate(FLUX, trueCFGScale=-0.5), "invalidTrueCFGScale", "trueCFGScale"),
+    (mutate(FLUX, trueCFGScale="3"), "invalidTrueCFGScale", "trueCFGScale"),
     # hires fix, layerDiffuse, pulid, ultralytics, ipAdapters on Flux
     (mutate(FLUX, hiresFix={"model": "runware:999@1"}), "invalidModel", "hiresFix.model"),
     (mutate(FLUX, hiresFix="yes"), "invalidHiresFix", "hiresFix"),
