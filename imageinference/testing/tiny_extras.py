@@ -1,5 +1,5 @@
-"""Tiny random-weight models for textual-inversion embeddings and the SDXL refiner, in the real key layouts
-(adapter: needs ComfyUI importable).
+"""Tiny random-weight models for textual-inversion embeddings, SDXL-shaped UNets and a FLUX ControlNet, in the real
+key layouts (adapter: needs ComfyUI importable).
 
 - Embeddings for the tiny SD1.5 CLIP-L: a kohya-style safetensors file (`emb_params`, 2 x 768), the same vectors
   as a stable-diffusion-webui torch file (`string_to_param` {"*": ...}, loaded weights-only), and an SDXL-style
@@ -12,6 +12,9 @@
   so it has SDXL's 70 cross-attention layers in its 11 blocks, the layers an SDXL IP-Adapter patches: 283 M.
   Their text encoders are not built: CLIP-G's config is fixed in code at 694 M parameters, so tests give these
   UNets conditioning tensors of the right shapes (SDXL: context 2048 + pooled 1280; refiner: 1280 + 1280).
+- A FLUX ControlNet in the XLabs layout (ComfyUI's `ControlNetFlux`: one double block, no single blocks, an image
+  hint encoder and per-block output projections) at the tiny FLUX's width, which ComfyUI's loader detects as an
+  XLabs FLUX ControlNet: 395 M parameters (the tiny FLUX's width is fixed at 3072 by detection).
 Files are cached next to the other tiny models (same GENERATOR_VERSION folder).
 """
 
@@ -100,12 +103,27 @@ def build_sdxl_refiner_unet(dest: Path, root: Path) -> None:
     _unet(SDXL_REFINER_UNET, 3202, dest, "tiny random-weight SDXL-refiner-shaped UNet (detected as SDXLRefiner)")
 
 
+def build_flux_controlnet(dest: Path, root: Path) -> None:
+    import comfy.ldm.flux.controlnet as flux_controlnet
+    import comfy.ops
+    import torch
+
+    net = flux_controlnet.ControlNetFlux(
+        image_model="flux", operations=comfy.ops.disable_weight_init, in_channels=16, out_channels=16,
+        vec_in_dim=768, context_in_dim=4096, hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=1,
+        depth_single_blocks=0, axes_dim=[16, 56, 56], theta=10000, patch_size=2, qkv_bias=True,
+        guidance_embed=True, txt_ids_dims=[])
+    _randomize(net, 1701)
+    _save(net.state_dict(), dest, torch.bfloat16, {"imageinference": "tiny random-weight FLUX ControlNet, XLabs layout"})
+
+
 TINY_EXTRAS: dict[str, TinyModel] = {m.key: m for m in (
     TinyModel("embedding_sd15", "embeddings", "tiny_sd15_embedding.safetensors", build_sd15_embedding),
     TinyModel("embedding_sd15_webui", "embeddings", "tiny_webui_embedding.pt", build_sd15_embedding_webui),
     TinyModel("embedding_sdxl", "embeddings", "tiny_sdxl_embedding.safetensors", build_sdxl_embedding),
     TinyModel("sdxl_unet", "diffusion_models", "tiny_sdxl_unet.safetensors", build_sdxl_unet),
     TinyModel("sdxl_unet_full", "diffusion_models", "tiny_sdxl_unet_full.safetensors", build_sdxl_unet_full),
+    TinyModel("flux_controlnet", "controlnet", "tiny_flux_controlnet_xlabs.safetensors", build_flux_controlnet),
     TinyModel("sdxl_refiner_unet", "diffusion_models", "tiny_sdxl_refiner_unet.safetensors", build_sdxl_refiner_unet),
 )}
 
@@ -146,4 +164,6 @@ def catalog_entries(prefix: str = "test") -> dict[str, dict]:
                                   "files": {"model": f"diffusion_models/{TINY_EXTRAS['sdxl_unet'].filename}"}},
         f"{prefix}:sdxl-refiner-unet@1": {"kind": "diffusionModel", "architecture": "sdxl",
                                           "files": {"model": f"diffusion_models/{TINY_EXTRAS['sdxl_refiner_unet'].filename}"}},
+        f"{prefix}:flux-cn@1": {"kind": "controlNet", "architecture": "flux-1-dev",
+                                "files": {"model": f"controlnet/{TINY_EXTRAS['flux_controlnet'].filename}"}},
     }

@@ -11,6 +11,7 @@ from imageinference.schema.errors import ContractError
 STEPS = 6
 NEW_KINDS = ("pulid", "idEncoder")
 NEW_FOLDERS = ("pulid", "insightface")
+IPA_AIR, CN_AIR = "test:ipadapter-flux@1", "test:flux-cn@1"
 
 
 @pytest.fixture(scope="module")
@@ -19,18 +20,22 @@ def pulid_env(comfy, tiny_models_root, test_catalog):
     import folder_paths
 
     from imageinference import catalog
+    from imageinference.testing import tiny_extras, tiny_ipadapter
     from imageinference.testing.tiny_pulid import catalog_entries, ensure_tiny_pulid
 
     root = ensure_tiny_pulid(tiny_models_root)
-    for folder in ("pulid", "insightface", "clip_vision"):
+    # for the composition tests: the tiny FLUX IP-Adapter and FLUX ControlNet
+    tiny_ipadapter.ensure_tiny_ipadapters(["clip_vision_vitl", "ipadapter_flux"], tiny_models_root)
+    tiny_extras.ensure_tiny_extras(["flux_controlnet"], tiny_models_root)
+    for folder in ("pulid", "insightface", "clip_vision", "ipadapter", "controlnet"):
         folder_paths.add_model_folder_path(folder, str(root / folder), is_default=True)
     models = json.loads(test_catalog.read_text())["models"]
+    extra = {air: entry for air, entry in {**tiny_ipadapter.catalog_entries(), **tiny_extras.catalog_entries()}.items()
+             if air in (IPA_AIR, CN_AIR)}
     path = test_catalog.parent / "catalog_pulid.json"
-    path.write_text(json.dumps({"version": 1, "models": {**models, **catalog_entries()}}))
+    path.write_text(json.dumps({"version": 1, "models": {**models, **catalog_entries(), **extra}}))
+    assert set(NEW_KINDS) <= set(catalog.KINDS) and set(NEW_FOLDERS) <= set(catalog.FOLDERS)
     with pytest.MonkeyPatch.context() as mp:
-        # until catalog.py lists the PuLID kinds and folders (a no-op once it does)
-        mp.setattr(catalog, "KINDS", tuple(dict.fromkeys((*catalog.KINDS, *NEW_KINDS))))
-        mp.setattr(catalog, "FOLDERS", tuple(dict.fromkeys((*catalog.FOLDERS, *NEW_FOLDERS))))
         mp.setenv("IMAGEINFERENCE_CATALOG", str(path))
         yield root
 
@@ -217,6 +222,49 @@ def test_composes_with_lora_and_an_earlier_block_replacement(pulid_env, flux):
     assert torch.equal(run(pulid(with_lora, idWeight=0.0)), base)
     assert len(seen) == 2 * calls
     assert not torch.equal(run(pulid(with_lora)), base)
+
+
+def ip_adapter(model, weight=0.8):
+    from imageinference.nodes.ip_adapter import IPAdapter
+
+    guide = torch.rand(1, 224, 224, 3, generator=torch.Generator().manual_seed(41))
+    return IPAdapter.execute([model], [guide], [IPA_AIR], [weight], ["concat"], ["kv"], ["normal"], [-1.0]).result[0]
+
+
+def test_composes_with_a_flux_ip_adapter_in_either_order(pulid_env, flux):
+    """Both replace FLUX's double blocks: each must wrap the other, not take its place."""
+    base, with_ipa, with_pulid = run(flux), run(ip_adapter(flux)), run(pulid(flux))
+    assert not torch.equal(with_ipa, base) and not torch.equal(with_pulid, base)
+    for both in (pulid(ip_adapter(flux)), ip_adapter(pulid(flux))):
+        out = run(both)
+        assert not torch.equal(out, with_ipa) and not torch.equal(out, with_pulid)
+    assert torch.equal(run(pulid(ip_adapter(flux), idWeight=0.0)), with_ipa)
+    assert torch.equal(run(ip_adapter(pulid(flux), weight=0.0)), with_pulid)
+    assert torch.equal(run(flux), base)  # neither leaves anything on the model it was given
+
+
+def test_composes_with_a_flux_controlnet(pulid_env, flux):
+    import comfy.sample
+
+    from imageinference.nodes.controlnet import ControlNetApply
+
+    hint = torch.rand(1, 32, 32, 3, generator=torch.Generator().manual_seed(42))
+
+    def sample(model, control):
+        pos, neg = conds(1), conds(2, 5)
+        if control:
+            pos, neg = ControlNetApply.execute(pos, neg, hint, CN_AIR, 0.8, -1, -1, -1, -1, "balanced").result
+        latent = torch.zeros(1, 16, 4, 4)
+        noise = comfy.sample.prepare_noise(latent, 5)
+        return comfy.sample.sample(model, noise, STEPS, 1.0, "euler", "simple", pos, neg, latent, seed=5,
+                                   disable_pbar=True)
+
+    controlled, plain_pulid = sample(flux, True), sample(pulid(flux), False)
+    assert not torch.equal(controlled, sample(flux, False))  # the ControlNet acts on the tiny FLUX
+    both = sample(pulid(flux), True)
+    assert torch.isfinite(both).all()
+    assert not torch.equal(both, controlled) and not torch.equal(both, plain_pulid)
+    assert torch.equal(sample(pulid(flux, idWeight=0.0), True), controlled)
 
 
 def test_true_cfg_scale_is_real_cfg_with_that_scale(pulid_env, flux):
