@@ -4,6 +4,7 @@ on a 320 x 320 dark background, a face's box is its square grown by 8 pixels eac
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -162,6 +163,41 @@ def test_pixels_beyond_padding_and_blur_are_unchanged_and_the_face_is_detailed(d
     assert out.shape == image.shape and out.dtype == image.dtype
 
 
+def recorded_detail_pass(sd15, **kw):
+    """(latent shape, sigma, cond_or_uncond) of every model call of one detail pass on one face."""
+    import comfy.patcher_extension
+
+    model, vae, pos, neg = sd15
+    calls = []
+    recording = model.clone()
+
+    def record(executor, x, t, *args, **kwargs):
+        # BaseModel.apply_model(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        options = kwargs.get("transformer_options") or (args[3] if len(args) > 3 else {})
+        calls.append((tuple(x.shape), float(t.flatten()[0]), tuple(options.get("cond_or_uncond", ()))))
+        return executor(x, t, *args, **kwargs)
+
+    recording.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "test_detail_calls", record)
+    run((recording, vae, pos, neg), face_image([(6, 6, 1.0)]), **kw)
+    return calls
+
+
+def test_the_detail_pass_samples_at_inpaint_size_with_its_steps_cfg_and_strength(detectors, sd15):
+    model = sd15[0]
+    calls = recorded_detail_pass(sd15, inpaintSize=192, steps=5, CFGScale=5.0, strength=0.6)
+    assert {shape[-2:] for shape, _t, _c in calls} == {(24, 24)}  # a square crop scaled to 192 px: a 24x24 latent
+    sigmas = sorted({t for _s, t, _c in calls}, reverse=True)
+    assert len(sigmas) == 5  # `steps` (euler: one call per step)
+    assert {c for _s, _t, cu in calls for c in cu} == {0, 1}  # CFGScale 5: the negative prompt is evaluated
+    top = float(model.get_model_object("model_sampling").sigma_max)
+    assert sigmas[0] < 0.9 * top  # strength 0.6 starts part way down the schedule
+    calls = recorded_detail_pass(sd15, inpaintSize=128, steps=3, CFGScale=1.0, strength=1.0)
+    assert {shape[-2:] for shape, _t, _c in calls} == {(16, 16)}
+    sigmas = sorted({t for _s, t, _c in calls}, reverse=True)
+    assert len(sigmas) == 3 and sigmas[0] > 0.9 * top  # strength 1 starts from the top of the schedule
+    assert {c for _s, _t, cu in calls for c in cu} == {0}  # CFGScale 1: the positive prompt alone
+
+
 def test_strength_zero_leaves_the_image_unchanged(detectors, sd15):
     image = face_image([(6, 6, 1.0), (12, 12, 1.0)])
     out, _masks, det = run(sd15, image, strength=0.0)
@@ -269,6 +305,25 @@ def test_flow_models_with_16_channel_vaes_are_detailed_too(comfy, detectors, air
 
 
 # ---------------------------------------------------------------- bad input
+
+
+def test_the_node_offers_every_documented_detector_air_and_the_files_in_the_folders(detectors):
+    import imageinference
+    from imageinference.nodes.face_detailer import detector_options
+
+    options = detector_options()
+    assert options[0] == "runware:35@1"  # the request's default first
+    documented = {"runware:35@1": "bbox/face_yolov8n.pt", "runware:35@2": "bbox/face_yolov8s.pt",
+                  "runware:35@3": "bbox/hand_yolov8n.pt", "runware:35@4": "segm/person_yolov8n-seg.pt",
+                  "runware:35@5": "segm/person_yolov8s-seg.pt"}  # reference section 6.6
+    builtin = json.loads((Path(imageinference.__file__).parent / "data" / "catalog_builtin.json").read_text())
+    for air, file in documented.items():  # the built-in catalog (this module's catalog maps @1 to a tiny detector)
+        assert air in options
+        assert builtin["models"][air]["kind"] == "detector"
+        assert builtin["models"][air]["files"]["model"] == f"ultralytics/{file}"
+    found = {str(path.relative_to(detectors["folder"])) for path in detectors["folder"].glob("*/*")
+             if path.suffix in (".pt", ".onnx")}
+    assert found and found <= set(options)  # every detector file in the folders can be picked too
 
 
 def test_a_missing_detector_file_says_which_file_and_where(detectors, sd15):
