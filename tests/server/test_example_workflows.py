@@ -98,6 +98,44 @@ def test_the_watermark_example_runs_on_the_tiny_sd3_and_says_so(server, object_i
     assert len(ys) and ys.min() >= 64 and xs.max() >= 96 and xs.min() >= 16
 
 
+@pytest.fixture
+def layer_diffuse_files(server):
+    """The tiny LayerDiffuse LoRA and transparent VAE in the server's model folders, under the documented AIRs."""
+    import os
+
+    from imageinference.testing.tiny_layerdiffuse import ensure_tiny_layerdiffuse
+
+    files = ensure_tiny_layerdiffuse()
+    for role, folder in (("lora", "loras"), ("transparentVae", "vae")):
+        link = server.models_dir / folder / files[role].name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to(files[role])
+    path = Path(os.environ["IMAGEINFERENCE_CATALOG"])
+    backup = path.read_text()
+    catalog = json.loads(backup)
+    catalog["models"].update({
+        "runware:120@2": {"kind": "lora", "architecture": "flux-1-dev", "files": {"model": f"loras/{files['lora'].name}"}},
+        "runware:120@4": {"kind": "vae", "architecture": "flux-1-dev",
+                          "files": {"model": f"vae/{files['transparentVae'].name}"}}})
+    path.write_text(json.dumps(catalog))
+    yield
+    path.write_text(backup)  # the session's catalog is shared by later tests
+
+
+def test_the_layer_diffuse_example_runs_on_the_tiny_flux_and_keeps_its_alpha(server, object_info,
+                                                                            layer_diffuse_files):
+    request = json.loads((ROOT / "workflows/requests/flux-layer-diffuse.json").read_text())
+    request.update(model="test:flux-full@1", width=128, height=128, steps=2)
+    _canonical, result = run_compiled(server, object_info, request)
+    assert result.ok, json.dumps(result.errors)[:3000]
+    (image,) = result.images
+    png = Image.open(io.BytesIO(image.data))
+    assert png.format == "PNG" and png.mode == "RGBA" and png.size == (128, 128)
+    alpha = png.getchannel("A")
+    assert alpha.getextrema()[0] < alpha.getextrema()[1]  # a real alpha channel, not a constant one
+
+
 @pytest.mark.parametrize(("acc", "name"), [({"teaCache": True, "teaCacheDistance": 1.0}, "TeaCache"),
                                            ({"fbCache": True, "fbCacheThreshold": 1.0}, "FBCache"),
                                            ({"dbCache": True, "dbCacheThreshold": 1.0, "dbCacheSkipInterval": 3},
