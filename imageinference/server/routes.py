@@ -65,7 +65,8 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
         await asyncio.wait_for(_read(), timeout_s)
     except asyncio.TimeoutError:
         raise EnvelopeError(408, request_error("requestTimeout",
-                                               f"the body did not arrive within {timeout_s:.0f} s")) from None
+                                               f"the body did not arrive within {timeout_s:g} s "
+                                               "(IMAGEINFERENCE_BODY_TIMEOUT)")) from None
     return b"".join(chunks)
 
 

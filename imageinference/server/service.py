@@ -130,8 +130,10 @@ class TaskService:
 
     # ------------------------------------------------------------------ imageInference
     async def _image_inference(self, raw: Json, caller: Caller) -> Slot:
-        if len(self.tracker.running) >= self.config.max_pending_tasks:
-            return Slot(errors=[task_error(raw, "queueFull", f"{len(self.tracker.running)} tasks are waiting; "
+        pending = len(self.tracker.running)
+        if pending >= self.config.max_pending_tasks:
+            return Slot(errors=[task_error(raw, "queueFull", f"{pending} tasks are unfinished; the limit is "
+                                           f"{self.config.max_pending_tasks} (IMAGEINFERENCE_MAX_PENDING_TASKS); "
                                            "try again later").to_json()])
         try:
             plan = await asyncio.get_running_loop().run_in_executor(None, plan_task, raw)
@@ -173,19 +175,22 @@ class TaskService:
     # ------------------------------------------------------------------ getResponse
     async def _get_response(self, raw: Json) -> Slot:
         task_uuid = str(raw["taskUUID"]).lower()
-        record = await self.runner.call(lambda s: s.get_task(task_uuid))
+        # Progress first, then the task and its results in one store call: a task that finishes meanwhile answers
+        # either processing with the progress it had (never 0 after 99: the tracker forgets a task only after its
+        # end is stored) or finished; its results always match its status as stored at one moment.
+        progress = self.tracker.progress(task_uuid) or 0
+        record, results = await self.runner.call(lambda s: (s.get_task(task_uuid), s.results(task_uuid)))
         if record is None:
             return Slot(errors=[task_error(raw, "taskNotFound", f"no task {task_uuid} is known here (finished "
                                            "tasks are kept for IMAGEINFERENCE_TASK_RETENTION_HOURS)",
                                            "taskUUID", "string").to_json()])
-        results = await self.runner.call(lambda s: s.results(task_uuid))
         slot = Slot()
         for r in results:
             (slot.data if r.kind == "data" else slot.errors).append(
                 dict(r.body, status="success" if r.kind == "data" else "error"))
         if record.status == "processing":
             slot.data.append({"taskType": record.task_type, "taskUUID": record.task_uuid, "status": "processing",
-                              "progress": self.tracker.progress(task_uuid) or 0})
+                              "progress": progress})
         return slot
 
     # ------------------------------------------------------------------ imageUpload, modelSearch

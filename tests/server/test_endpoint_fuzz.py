@@ -3,11 +3,14 @@ types, huge numbers, deep nesting. Never a 5xx, never a hung connection, always 
 
 import json
 import socket
+import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imageinference.server.client import EndpointClient, WsClient, run
+from imageinference.server.localrun import endpoint_server
 from imageinference.server.protocol import TASK_TYPES
 
 STATUSES = {200, 400, 401, 403, 404, 408, 413, 429}
@@ -47,15 +50,53 @@ def test_http_fuzz_never_a_5xx_nor_a_hang(server, body):
     check_envelope(answer)
 
 
-def test_a_client_that_never_finishes_its_body_is_cut_off(server):
-    """A declared body that does not arrive: the server answers within its body timeout or closes; never hangs.
-    (The timeout is 60 s by default; this checks the connection is still served promptly for other clients.)"""
-    host, port = "127.0.0.1", server.port
-    with socket.create_connection((host, port), timeout=10) as slow:
+BODY_TIMEOUT_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def short_body_timeout(tiny_models_root, tmp_path_factory):
+    """A ComfyUI whose endpoint waits IMAGEINFERENCE_BODY_TIMEOUT (2 s) for a request body."""
+    with endpoint_server(tmp_path_factory.mktemp("body-timeout"), tiny_models_root,
+                         {"IMAGEINFERENCE_BODY_TIMEOUT": str(BODY_TIMEOUT_S)}) as srv:
+        yield srv
+
+
+def read_answer(sock):
+    """(status, JSON body) of one HTTP/1.1 answer read from the socket; (None, None) if closed without one."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        chunk = sock.recv(65536)
+        if not chunk:
+            assert not raw, raw
+            return None, None
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk, "closed in the middle of the answer"
+        body += chunk
+    return int(lines[0].split(" ", 2)[1]), json.loads(body)
+
+
+def test_a_client_that_never_finishes_its_body_is_cut_off(short_body_timeout):
+    """A declared body that does not arrive: the client gets 408 `requestTimeout` at the body timeout (never a
+    hang); other clients are served meanwhile."""
+    srv = short_body_timeout
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=BODY_TIMEOUT_S + 20) as slow:
+        started = time.monotonic()
         slow.sendall(b"POST /imageinference/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 1000\r\n\r\n[")
-        status, body = EndpointClient(server.url).post([{"taskType": "ping"}], timeout_s=10)  # others are served
+        status, body = EndpointClient(srv.url).post([{"taskType": "ping"}], timeout_s=10)  # others are served
         assert status == 200
+        status, body = read_answer(slow)  # a socket timeout (a hang) fails here
+        elapsed = time.monotonic() - started
+    assert status == 408, body
+    (error,) = body["errors"]
+    assert error["code"] == "requestTimeout" and "IMAGEINFERENCE_BODY_TIMEOUT" in error["message"]
+    assert {"message", "taskType", "documentation"} <= set(error)
+    assert BODY_TIMEOUT_S - 0.5 <= elapsed < BODY_TIMEOUT_S + 10, elapsed
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
