@@ -1,6 +1,6 @@
 """ComfyUI entry point of the imageInference node pack (V3 API). Nothing else lives here."""
 
-from .imageinference.entrypoint import comfy_entrypoint
+from .imageinference.comfyui.entrypoint import comfy_entrypoint
 
 # The frontend extension (menu entry "Show imageInference request", request files dropped on the canvas).
 WEB_DIRECTORY = "./web"

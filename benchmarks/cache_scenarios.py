@@ -23,7 +23,7 @@ DESCRIPTION = {
 
 
 def _comfy() -> None:
-    from imageinference.comfy_runtime import use_inprocess_comfyui
+    from imageinference.comfyui.runtime import use_inprocess_comfyui
 
     use_inprocess_comfyui()
 
@@ -64,7 +64,7 @@ def build(name: str) -> tuple[Any, Any]:
     import comfy.sd
     from step_caches import Scenario
 
-    from imageinference.cache.calibrate import calibrate
+    from imageinference.engines.cache.calibrate import calibrate
     from imageinference.testing.tiny_models import TINY, ensure_tiny_models
 
     negative = None

@@ -162,8 +162,8 @@ def core_cache(model: Any, kind: str, threshold: float) -> Any:
 
 
 def deep_cache(model: Any, interval: int, branch: int) -> Any:
-    from imageinference.cache.deepcache import DeepCacheConfig
-    from imageinference.cache.deepcache_patch import apply_deep_cache
+    from imageinference.engines.cache.deepcache import DeepCacheConfig
+    from imageinference.engines.cache.deepcache_patch import apply_deep_cache
 
     return apply_deep_cache(model, DeepCacheConfig(interval, branch, max_consecutive=5))
 
@@ -334,7 +334,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few settings (a smoke run, not the figures)")
     args = parser.parse_args()
     logging.getLogger().setLevel(logging.WARNING)
-    from imageinference.comfy_runtime import use_inprocess_comfyui
+    from imageinference.comfyui.runtime import use_inprocess_comfyui
 
     use_inprocess_comfyui()
     builders = {"S": scenario_s, "T": scenario_t}

@@ -23,7 +23,7 @@ from typing import Any
 
 
 def main(runs: int = 3, size: int = 320, steps: int = 6) -> None:
-    from imageinference.comfy_runtime import use_inprocess_comfyui
+    from imageinference.comfyui.runtime import use_inprocess_comfyui
     from imageinference.testing.tiny_detector import (
         DETECTORS,
         detector_path,
@@ -51,10 +51,10 @@ def main(runs: int = 3, size: int = 320, steps: int = 6) -> None:
 
     folder_paths.add_model_folder_path("checkpoints", str(tmp / "models" / "checkpoints"), is_default=True)
     folder_paths.add_model_folder_path("ultralytics", str(tmp / "models" / "ultralytics"), is_default=True)
-    from imageinference.detailer.detector import detect, load_detector, resolve_detector
-    from imageinference.nodes.face_detailer import FaceDetailer
-    from imageinference.nodes.image_inference import ImageInference
-    from imageinference.nodes.model_loader import AIRModelLoader
+    from imageinference.comfyui.nodes.face_detailer import FaceDetailer
+    from imageinference.comfyui.nodes.image_inference import ImageInference
+    from imageinference.comfyui.nodes.model_loader import AIRModelLoader
+    from imageinference.engines.detailer.detector import detect, load_detector, resolve_detector
 
     model, clip, vae = AIRModelLoader.execute("bench:sd15@1").result
     pos = nodes.CLIPTextEncode().encode(clip, "a portrait")[0]

@@ -14,13 +14,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from imageinference.comfy_env import comfyui_path
-from imageinference.comfy_server import PACK_ROOT
+from imageinference.comfyui.env import comfyui_path
+from imageinference.comfyui.server_process import PACK_ROOT
 
 CHILD = r"""
 import asyncio, sys, time
 sys.path.insert(0, {comfy!r})
-from imageinference.comfy_runtime import use_inprocess_comfyui
+from imageinference.comfyui.runtime import use_inprocess_comfyui
 use_inprocess_comfyui()
 import nodes, comfy_api.latest  # already imported by ComfyUI before custom nodes load
 t = time.perf_counter()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 def _setup():
-    from imageinference.comfy_runtime import use_inprocess_comfyui
+    from imageinference.comfyui.runtime import use_inprocess_comfyui
     from imageinference.testing.tiny_ipadapter import catalog_entries, ensure_tiny_ipadapters
     from imageinference.testing.tiny_models import ensure_tiny_models
 
@@ -68,9 +68,9 @@ def main(runs: int = 5, flux: bool = False, size: int = 128, steps: int = 8) -> 
     import nodes
     import torch
 
-    from imageinference.catalog import Catalog
-    from imageinference.ipadapter.apply import AdapterOptions, apply_ip_adapter
-    from imageinference.nodes.model_loader import AIRModelLoader
+    from imageinference.comfyui.nodes.model_loader import AIRModelLoader
+    from imageinference.engines.ipadapter.apply import AdapterOptions, apply_ip_adapter
+    from imageinference.engines.models.catalog import Catalog
 
     catalog = Catalog.load()
     g = torch.Generator().manual_seed(0)

@@ -21,13 +21,13 @@ from typing import Any
 
 
 def setup() -> tuple[Any, Any]:
-    from imageinference.comfy_runtime import use_inprocess_comfyui
+    from imageinference.comfyui.runtime import use_inprocess_comfyui
 
     use_inprocess_comfyui()
     import comfy.sd
     import folder_paths
 
-    from imageinference import catalog
+    from imageinference.engines.models import catalog
     from imageinference.testing.tiny_models import TINY, ensure_tiny_models
     from imageinference.testing.tiny_pulid import catalog_entries, ensure_tiny_pulid
 
@@ -76,10 +76,10 @@ def main() -> None:
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     size, steps = 128, 8
     flux, image = setup()
-    from imageinference.catalog import Catalog
-    from imageinference.nodes.pulid import PuLIDNode
-    from imageinference.pulid import encoder
-    from imageinference.pulid.stack import stack_entries
+    from imageinference.comfyui.nodes.pulid import PuLIDNode
+    from imageinference.engines.models.catalog import Catalog
+    from imageinference.engines.pulid import encoder
+    from imageinference.engines.pulid.stack import stack_entries
 
     t0 = time.perf_counter()
     stack = encoder.load_stack(stack_entries(Catalog.load(), "test:pulid@1"))

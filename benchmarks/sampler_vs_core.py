@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def main(runs: int = 5, size: int = 128, steps: int = 8) -> None:
-    from imageinference.comfy_runtime import use_inprocess_comfyui
+    from imageinference.comfyui.runtime import use_inprocess_comfyui
     from imageinference.testing.tiny_models import ensure_tiny_models, link_models
 
     use_inprocess_comfyui()
@@ -31,8 +31,8 @@ def main(runs: int = 5, size: int = 128, steps: int = 8) -> None:
     import torch
 
     folder_paths.add_model_folder_path("checkpoints", str(tmp / "models" / "checkpoints"), is_default=True)
-    from imageinference.nodes.image_inference import ImageInference
-    from imageinference.nodes.model_loader import AIRModelLoader
+    from imageinference.comfyui.nodes.image_inference import ImageInference
+    from imageinference.comfyui.nodes.model_loader import AIRModelLoader
 
     def core():
         model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint("tiny_sd15.safetensors")[:3]

@@ -159,8 +159,8 @@ def core_cache(model: Any, kind: str, threshold: float, window: tuple[float, flo
 
 
 def our_config(model: Any, kind: str, value: float, cap: int, profile: Any, last_step: bool = True) -> Any:
-    from imageinference.cache.build import cache_config
-    from imageinference.cache.patch import model_layout
+    from imageinference.engines.cache.build import cache_config
+    from imageinference.engines.cache.patch import model_layout
 
     config = cache_config(kind, value, model_layout(model), max_consecutive=cap, profile=profile)
     if not last_step:
@@ -170,7 +170,7 @@ def our_config(model: Any, kind: str, value: float, cap: int, profile: Any, last
 
 def greedy_skips(config: Any) -> list[int]:
     """The steps skipped when the criterion wants every step: the policy's floor pattern."""
-    from imageinference.cache.policy import fewest_computed_steps
+    from imageinference.engines.cache.policy import fewest_computed_steps
 
     computed = set(fewest_computed_steps(config.policy, STEPS))
     return [s for s in range(STEPS) if s not in computed]
@@ -191,7 +191,7 @@ def run_core(sc: Scenario, base: Any, kind: str, value: float, window: tuple[flo
 def run_ours(sc: Scenario, base: Any, kind: str, value: float, cap: int, profile: Any,
              last_step: bool = True) -> tuple[Row, bool]:
     """(row, saturated: the run skipped every step the policy allows)."""
-    from imageinference.cache.patch import apply_step_cache
+    from imageinference.engines.cache.patch import apply_step_cache
 
     config = our_config(sc.model, kind, value, cap, profile, last_step)
     img, seconds, calls, per_step = sample(sc, apply_step_cache(sc.model, config))
@@ -266,8 +266,8 @@ def _fmt(r: Row) -> str:
 
 def floor_calls(sc_blocks: int, kind: str) -> float:
     """Fewest model calls a cache can reach at cap 5: the policy's floor plus its always-run blocks."""
-    from imageinference.cache.policy import CachePolicy, floor_model_calls
-    from imageinference.cache.profiles import dbcache_split
+    from imageinference.engines.cache.policy import CachePolicy, floor_model_calls
+    from imageinference.engines.cache.profiles import dbcache_split
 
     always = {"teaCache": 0, "fbCache": 1}.get(kind)
     if always is None:

@@ -149,7 +149,7 @@ def train(depth: int, dest: Path) -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from imageinference.comfy_runtime import use_inprocess_comfyui
+    from imageinference.comfyui.runtime import use_inprocess_comfyui
 
     use_inprocess_comfyui()
     for arg in sys.argv[1:] or [str(d) for d in DEPTHS]:

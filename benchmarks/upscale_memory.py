@@ -11,12 +11,12 @@ import sys
 
 CHILD = r"""
 import resource, sys, json, torch
-from imageinference.comfy_runtime import use_inprocess_comfyui
+from imageinference.comfyui.runtime import use_inprocess_comfyui
 use_inprocess_comfyui()
 from imageinference.testing.tiny_models import ensure_tiny_models, TINY
 import comfy.utils
 from spandrel import ModelLoader
-from imageinference.samplers.hires import upscale_image
+from imageinference.engines.samplers.hires import upscale_image
 root = ensure_tiny_models(["upscale_4x"])
 model = ModelLoader().load_from_state_dict(comfy.utils.load_torch_file(str(TINY["upscale_4x"].path(root)))).eval()
 img = torch.rand((1, 512, 512, 3), generator=torch.Generator().manual_seed(0))

@@ -10,7 +10,7 @@ import statistics
 import sys
 import time
 
-from imageinference.schema.validate import validate_task
+from imageinference.contract.validate import validate_task
 
 IMG = "59a2edc2-45e6-429f-be5f-7ded59b92046"
 EVERY_FEATURE = {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from imageinference.comfy_env import comfyui_found, comfyui_path
+from imageinference.comfyui.env import comfyui_found, comfyui_path
 
 COMFY_ROOT = comfyui_path()
 COMFY_FOUND = comfyui_found(COMFY_ROOT)
@@ -121,7 +121,7 @@ def test_catalog(tmp_path_factory):
 @pytest.fixture(scope="session")
 def comfy(tiny_models_root, tmp_path_factory):
     """A real ComfyUI imported in this process, its model folders pointed at the tiny models."""
-    from imageinference.comfy_runtime import use_inprocess_comfyui
+    from imageinference.comfyui.runtime import use_inprocess_comfyui
 
     use_inprocess_comfyui(COMFY_ROOT)
     import folder_paths
@@ -143,7 +143,7 @@ def comfy(tiny_models_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def server(tiny_models_root, tmp_path_factory):
     """One real ComfyUI server for the session, with this pack in custom_nodes and the tiny models."""
-    from imageinference.comfy_server import ComfyServer
+    from imageinference.comfyui.server_process import ComfyServer
     from imageinference.testing.tiny_models import link_models
 
     base = tmp_path_factory.mktemp("comfy-base")

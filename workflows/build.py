@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from imageinference.compiler import compile_request
-from imageinference.examples import FLUX_FEATURES, NAMES, dumps, example_request, flux_request
-from imageinference.graph_format import api_to_workflow
-from imageinference.object_info import local_object_info
+from imageinference.interop.compiler import compile_request
+from imageinference.interop.examples import FLUX_FEATURES, NAMES, dumps, example_request, flux_request
+from imageinference.interop.graph_format import api_to_workflow
+from imageinference.comfyui.object_info import local_object_info
 
 HERE = Path(__file__).resolve().parent
 

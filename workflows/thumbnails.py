@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from imageinference.comfy_server import ComfyServer
+from imageinference.comfyui.server_process import ComfyServer
 
 HERE = Path(__file__).resolve().parent
 SIZE = (512, 384)

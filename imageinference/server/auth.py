@@ -6,7 +6,7 @@ import hmac
 import ipaddress
 from typing import Any
 
-from ..schema.errors import ApiError
+from ..contract.errors import ApiError
 from .protocol import identity
 
 GET_A_KEY = "set the key the server was started with (IMAGEINFERENCE_API_KEY)"

@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from ..imageio.fetch import FetchError, resolve
-from ..imageio.limits import Limits
+from ..engines.imageio.fetch import FetchError, resolve
+from ..engines.imageio.limits import Limits
 from .store import DeliveryRecord, StoreRunner
 
 USER_AGENT = "imageinference-nodes"

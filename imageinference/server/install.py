@@ -16,7 +16,7 @@ from typing import Any
 
 import folder_paths
 
-from ..comfy_paths import image_store, public_base_url
+from ..comfyui.paths import image_store, public_base_url
 from .comfy_engine import ComfyEngine
 from .config import BASE_PATH, IMAGE_PATH, EndpointConfig
 from .delivery import WebhookWorker

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..compiler import NODE
-from ..imageio.deliver import MIME
-from ..imageio.store import ImageStore
-from ..schema.errors import ApiError
+from ..contract.errors import ApiError
+from ..engines.imageio.deliver import MIME
+from ..engines.imageio.store import ImageStore
+from ..interop.compiler import NODE
 from .config import EndpointConfig
 from .delivery import WebhookWorker, send_with_retries
 from .plan import Plan, errors_from_execution, errors_from_rejection, result_item

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..comfy_server import ComfyServer
+from ..comfyui.server_process import ComfyServer
 
 TINY_MODEL = "test:sd15@1"
 TINY_CATALOG = {TINY_MODEL: {"kind": "checkpoint", "architecture": "sd-1-5",

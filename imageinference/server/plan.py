@@ -15,11 +15,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..compiler import DELIVERY as DELIVERY_FIELDS
-from ..compiler import NODE, compile_request
-from ..imageio.store import EXTENSIONS
-from ..samplers.seeds import result_seeds
-from ..schema.errors import ApiError, ContractError, code_for
+from ..contract.errors import ApiError, ContractError, code_for
+from ..engines.imageio.store import EXTENSIONS
+from ..engines.samplers.seeds import result_seeds
+from ..interop.compiler import DELIVERY as DELIVERY_FIELDS
+from ..interop.compiler import NODE, compile_request
 from .delivery import url_problem
 from .protocol import identity
 from .uploads import image_url

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..schema.errors import ApiError
-from ..schema.images import UUID_ANY
+from ..contract.errors import ApiError
+from ..contract.images import UUID_ANY
 
 TASK_TYPES = ("authentication", "ping", "imageInference", "getResponse", "imageUpload", "modelSearch")
 API_DOCS = "https://runware.ai/docs/en/getting-started/how-to-connect"

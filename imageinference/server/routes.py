@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..imageio.store import ImageStore
+from ..engines.imageio.store import ImageStore
 from .auth import bearer, is_loopback, key_matches
 from .config import EndpointConfig
 from .protocol import EnvelopeError, echo, envelope, http_status, parse_body, request_error, ws_frames

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..catalog import Catalog, Entry
-from ..schema.air import parse_air
-from ..schema.errors import ApiError
+from ..contract.air import parse_air
+from ..contract.errors import ApiError
+from ..engines.models.catalog import Catalog, Entry
 from .protocol import echo, task_error
 
 ARCH_CODES = {"sd-1-5": "sd1x", "sdxl": "sdxl", "sd-3": "sd3", "flux-1-dev": "flux1d", "flux-1-schnell": "flux1s",

@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..catalog import Catalog, CatalogError
-from ..imageio.limits import Limits
-from ..imageio.store import ImageStore
-from ..schema.errors import ApiError, ContractError
-from ..schema.response import AsyncAck
+from ..contract.errors import ApiError, ContractError
+from ..contract.response import AsyncAck
+from ..engines.imageio.limits import Limits
+from ..engines.imageio.store import ImageStore
+from ..engines.models.catalog import Catalog, CatalogError
 from .auth import auth_error, check_authentication_task
 from .config import EndpointConfig
 from .delivery import DeliveryError, check_target

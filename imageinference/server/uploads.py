@@ -10,11 +10,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from ..imageio.decode import image_bytes, open_image
-from ..imageio.limits import Limits
-from ..imageio.store import EXTENSIONS, ImageStore
-from ..schema.errors import ApiError, ContractError
-from ..schema.images import sniff_format
+from ..contract.errors import ApiError, ContractError
+from ..contract.images import sniff_format
+from ..engines.imageio.decode import image_bytes, open_image
+from ..engines.imageio.limits import Limits
+from ..engines.imageio.store import EXTENSIONS, ImageStore
 from .config import IMAGE_PATH
 from .protocol import echo, identity, task_error
 

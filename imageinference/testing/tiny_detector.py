@@ -61,7 +61,7 @@ def build_detector(dest: Path, kind: str) -> None:
     import torch
     import yaml
 
-    from ..detailer.ultralytics_env import import_ultralytics, process_left_alone
+    from ..engines.detailer.ultralytics_env import import_ultralytics, process_left_alone
 
     ultralytics = import_ultralytics()
     head = ["Detect", ["nc"]] if kind == "bbox" else ["Segment", ["nc", 32, 16]]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..comfy_runtime import use_inprocess_comfyui
+from ..comfyui.runtime import use_inprocess_comfyui
 from .tiny_models import TinyModel, _randomize, _save, cache_root
 
 log = logging.getLogger(__name__)

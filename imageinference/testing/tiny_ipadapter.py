@@ -22,8 +22,8 @@ import math
 import re
 from pathlib import Path
 
-from ..comfy_env import comfyui_path
-from ..comfy_runtime import use_inprocess_comfyui
+from ..comfyui.env import comfyui_path
+from ..comfyui.runtime import use_inprocess_comfyui
 from .tiny_models import TINY, TinyModel, _randomize, _save, cache_root, ensure_tiny_models
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ RANK = 4
 def transparent_vae_state_dict(seed: int = 2101) -> dict:
     import torch
 
-    from ..layerdiffuse.decoder import DecoderConfig, TransparentDecoder
+    from ..engines.layerdiffuse.decoder import DecoderConfig, TransparentDecoder
 
     gen = torch.Generator().manual_seed(seed)
     decoder = TransparentDecoder(DecoderConfig(widths=TINY_WIDTHS, latent_channels=LATENT_CHANNELS))

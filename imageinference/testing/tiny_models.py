@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..comfy_env import comfyui_path
-from ..comfy_runtime import use_inprocess_comfyui
+from ..comfyui.env import comfyui_path
+from ..comfyui.runtime import use_inprocess_comfyui
 
 GENERATOR_VERSION = "v1"
 log = logging.getLogger(__name__)

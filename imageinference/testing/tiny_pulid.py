@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..pulid.schedule import ca_slots
+from ..engines.pulid.schedule import ca_slots
 from .tiny_models import cache_root
 
 VERSION = "v1"

@@ -238,7 +238,7 @@ def test_the_menu_shows_the_graphs_request_and_what_is_not_exportable(ui):
     dialog = ui.page.locator("#imageinference-request-dialog")
     dialog.wait_for(timeout=20_000)
     shown = json.loads(dialog.locator("textarea").input_value())
-    from imageinference.schema.validate import validate_task
+    from imageinference.contract.validate import validate_task
 
     assert shown == validate_task(request).to_json()
     notes = dialog.locator(".imageinference-not-exportable li").all_inner_texts()

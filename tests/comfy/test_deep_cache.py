@@ -5,16 +5,16 @@ import logging
 import pytest
 import torch
 
-from imageinference.cache.deepcache import DeepCacheConfig, cached_steps
-from imageinference.samplers.windows import StepWindow, step_index
-from imageinference.schema.errors import ContractError
+from imageinference.contract.errors import ContractError
+from imageinference.engines.cache.deepcache import DeepCacheConfig, cached_steps
+from imageinference.engines.samplers.windows import StepWindow, step_index
 
 STEPS = 10
 
 
 @pytest.fixture(scope="module")
 def sd15(comfy):
-    from imageinference.nodes.model_loader import AIRModelLoader
+    from imageinference.comfyui.nodes.model_loader import AIRModelLoader
 
     return AIRModelLoader.execute("test:sd15@1").result[0]
 
@@ -35,7 +35,7 @@ def run(model, cfg=5.0, steps=STEPS, size=64, sampler="euler", positive=None, ne
 
 
 def deep(model, interval=3, branch=0, **kw):
-    from imageinference.cache.deepcache_patch import apply_deep_cache
+    from imageinference.engines.cache.deepcache_patch import apply_deep_cache
 
     return apply_deep_cache(model, DeepCacheConfig(interval, branch, **kw))
 
@@ -68,7 +68,7 @@ class RunCapture:
     def __init__(self, model):
         import comfy.patcher_extension
 
-        from imageinference.cache.deepcache_patch import RUN_KEY
+        from imageinference.engines.cache.deepcache_patch import RUN_KEY
 
         self.runs = []
         self.model = model.clone()
@@ -182,7 +182,7 @@ def test_the_input_is_never_written_and_runs_do_not_share_state(sd15):
 
 
 def test_controlnet_residuals_of_the_shallow_blocks_still_apply(comfy, sd15, caplog):
-    from imageinference.nodes.controlnet import ControlNetApply
+    from imageinference.comfyui.nodes.controlnet import ControlNetApply
 
     pos, neg = conds()
     guide = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(4))
@@ -197,7 +197,7 @@ def test_controlnet_residuals_of_the_shallow_blocks_still_apply(comfy, sd15, cap
 
 
 def test_the_node_applies_the_request_fields(sd15):
-    from imageinference.nodes.deep_cache import DeepCacheNode
+    from imageinference.comfyui.nodes.deep_cache import DeepCacheNode
 
     widgets = dict(deepCacheInterval=2, deepCacheBranchId=3, cacheMaxConsecutiveSteps=1, cacheStartStep=2,
                    cacheStartStepPercentage=-1, cacheEndStep=-1, cacheEndStepPercentage=-1)
@@ -229,7 +229,7 @@ WIDGETS = dict(deepCacheInterval=3, deepCacheBranchId=0, cacheMaxConsecutiveStep
      "acceleratorOptions.cacheStartStepPercentage"),
 ])
 def test_bad_widgets_are_contract_errors_naming_the_parameter(sd15, change, code, parameter):
-    from imageinference.nodes.deep_cache import DeepCacheNode
+    from imageinference.comfyui.nodes.deep_cache import DeepCacheNode
 
     with pytest.raises(ContractError) as info:
         DeepCacheNode.execute(sd15, **dict(WIDGETS, **change))
@@ -239,7 +239,7 @@ def test_bad_widgets_are_contract_errors_naming_the_parameter(sd15, change, code
 def test_non_unet_models_and_a_second_cache_are_refused(comfy, sd15, tiny_models_root):
     import comfy.sd
 
-    from imageinference.nodes.deep_cache import DeepCacheNode
+    from imageinference.comfyui.nodes.deep_cache import DeepCacheNode
     from imageinference.testing.tiny_models import TINY
 
     sd3 = comfy.sd.load_diffusion_model(str(TINY["sd3"].path(tiny_models_root)))
@@ -255,7 +255,7 @@ def test_non_unet_models_and_a_second_cache_are_refused(comfy, sd15, tiny_models
 def test_sdxl_shaped_unet_has_nine_branches(comfy):
     import comfy.sd
 
-    from imageinference.nodes.deep_cache import DeepCacheNode
+    from imageinference.comfyui.nodes.deep_cache import DeepCacheNode
     from imageinference.testing.tiny_extras import TINY_EXTRAS, ensure_tiny_extras
 
     root = ensure_tiny_extras(["sdxl_unet"])

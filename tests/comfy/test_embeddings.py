@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from imageinference.schema.errors import ContractError
+from imageinference.contract.errors import ContractError
 
 NAME = "tiny_sd15_embedding"  # the file name: what prompts write
 TEXT = f"a red cat, {NAME}, on a mat"
@@ -48,20 +48,20 @@ def extras(comfy, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clip(comfy):
-    from imageinference.nodes.model_loader import AIRModelLoader
+    from imageinference.comfyui.nodes.model_loader import AIRModelLoader
 
     return AIRModelLoader.execute("test:sd15@1").result[1]
 
 
 def with_emb(clip, weight=1.0, air="test:embedding-sd15@1", more=()):
-    from imageinference.nodes.embeddings import EmbeddingsNode
+    from imageinference.comfyui.nodes.embeddings import EmbeddingsNode
 
     items = [{"model": air, "weight": weight}, *more]
     return EmbeddingsNode.execute(clip, json.dumps(items)).result[0]
 
 
 def encode(clip, text, syntax="none"):
-    from imageinference.prompting.encode import encode_text
+    from imageinference.engines.prompting.encode import encode_text
 
     return encode_text(clip, text, syntax, "positivePrompt")[0][0]
 
@@ -88,7 +88,7 @@ def test_the_name_works_in_any_case_in_comfyui_spelling_and_in_the_negative_prom
     ours = encode(patched, TEXT)
     assert torch.equal(encode(patched, TEXT.replace(NAME, NAME.upper())), ours)
     assert torch.equal(encode(patched, TEXT.replace(NAME, f"embedding:{NAME}")), ours)
-    from imageinference.prompting.encode import encode_text
+    from imageinference.engines.prompting.encode import encode_text
 
     assert torch.equal(encode_text(patched, TEXT, "none", "negativePrompt")[0][0], ours)
 
@@ -118,8 +118,8 @@ def test_the_prompts_weight_and_the_embeddings_weight_multiply(extras, clip):
     patched = with_emb(clip, 0.5)
     for text, syntax, expected in ((f"({NAME}:1.5) x", "sdEmbeds", 0.75), (f"{NAME}++ x", "compel", 0.5 * 1.21),
                                    (f"({NAME}) x", "none", 0.5)):
-        from imageinference.prompting.encode import comfy_notation
-        from imageinference.prompting.parse import parse_prompt
+        from imageinference.engines.prompting.encode import comfy_notation
+        from imageinference.engines.prompting.parse import parse_prompt
 
         notation = comfy_notation(parse_prompt(text, syntax, "positivePrompt").parts[0])
         tokens = patched.tokenize(notation)["l"][0]
@@ -136,8 +136,8 @@ def test_an_sdxl_embedding_gives_each_text_encoder_its_own_vectors(extras):
     import comfy.sdxl_clip
     import safetensors.torch
 
-    from imageinference.embeddings.names import NamedEmbedding
-    from imageinference.embeddings.tokenizer import EmbeddingError, LoadedEmbedding, hook_tokenizer
+    from imageinference.engines.embeddings.names import NamedEmbedding
+    from imageinference.engines.embeddings.tokenizer import EmbeddingError, LoadedEmbedding, hook_tokenizer
 
     file = safetensors.torch.load_file(str(extras / "tiny_sdxl_embedding.safetensors"))
     loaded = LoadedEmbedding(NamedEmbedding("tiny_sdxl_embedding", 2.0, 0), "test:embedding-sdxl@1", file)
@@ -156,7 +156,7 @@ def test_an_sdxl_embedding_gives_each_text_encoder_its_own_vectors(extras):
 
 
 def test_two_embeddings_nodes_in_a_row_compose(extras, clip):
-    from imageinference.nodes.embeddings import EmbeddingsNode
+    from imageinference.comfyui.nodes.embeddings import EmbeddingsNode
 
     first = with_emb(clip, 0.0)
     second = EmbeddingsNode.execute(first, json.dumps([{"model": "test:embedding-sd15@webui", "weight": 1.0}])).result[0]
@@ -187,7 +187,7 @@ def test_the_input_clip_is_untouched(extras, clip):
     ('[{"model": "test:broken-embedding@1"}]', "invalidEmbeddings", "embeddings.0.model"),
 ])
 def test_bad_input_is_a_contract_error_naming_the_parameter(extras, clip, items, code, parameter):
-    from imageinference.nodes.embeddings import EmbeddingsNode
+    from imageinference.comfyui.nodes.embeddings import EmbeddingsNode
 
     with pytest.raises(ContractError) as info:
         EmbeddingsNode.execute(clip, items)

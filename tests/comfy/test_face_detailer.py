@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from imageinference.schema.errors import ContractError
+from imageinference.contract.errors import ContractError
 
 SIZE = 320
 BBOX_FILE = "bbox/tiny_face_cells_d1.pt"
@@ -54,7 +54,7 @@ def detectors(comfy, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sd15(comfy):
-    from imageinference.nodes.model_loader import AIRModelLoader
+    from imageinference.comfyui.nodes.model_loader import AIRModelLoader
 
     model, clip, vae = AIRModelLoader.execute("test:sd15@1").result
     pos = comfy.CLIPTextEncode().encode(clip, "a detailed face")[0]
@@ -63,7 +63,7 @@ def sd15(comfy):
 
 
 def run(sd15, image, **kw):
-    from imageinference.nodes.face_detailer import FaceDetailer
+    from imageinference.comfyui.nodes.face_detailer import FaceDetailer
 
     model, vae, pos, neg = sd15
     args = dict(detector="runware:35@1", confidence=0.5, maskPadding=4, maskBlur=4, inpaintSize=128, steps=4,
@@ -102,7 +102,7 @@ def region(image, rect):
 
 
 def test_tiny_detectors_answer_as_designed(detectors):
-    from imageinference.detailer.detector import detect, load_detector, resolve_detector
+    from imageinference.engines.detailer.detector import detect, load_detector, resolve_detector
 
     image = face_image([(6, 6, 1.0), (12, 3, 0.7), (3, 14, 0.6)])
     yolo = load_detector(resolve_detector("runware:35@1"))
@@ -127,8 +127,8 @@ def test_tiny_detectors_answer_as_designed(detectors):
 def test_grow_and_feather_match_references(comfy):
     import torchvision.transforms.functional as tvf
 
-    from imageinference.detailer.geometry import Rect
-    from imageinference.detailer.masks import box_mask, feather, grow, paste_mask
+    from imageinference.engines.detailer.geometry import Rect
+    from imageinference.engines.detailer.masks import box_mask, feather, grow, paste_mask
 
     rect = Rect(40, 50, 70, 64)
     for pad in (0, 1, 7, 20):
@@ -206,7 +206,7 @@ def test_strength_zero_leaves_the_image_unchanged(detectors, sd15):
 
 
 def test_boxes_at_or_below_confidence_are_ignored(detectors, sd15):
-    from imageinference.detailer.detector import detect, load_detector, resolve_detector
+    from imageinference.engines.detailer.detector import detect, load_detector, resolve_detector
 
     image = face_image([(6, 6, 1.0), (14, 12, 0.7)])
     found, _ = detect(load_detector(resolve_detector("runware:35@1")), image[0], 0.05)
@@ -233,8 +233,8 @@ def test_two_faces_are_both_detailed_one_after_the_other(detectors, sd15):
 
 
 def test_segmentation_masks_are_honoured(detectors, sd15):
-    from imageinference.detailer.detector import detect, load_detector, resolve_detector
-    from imageinference.detailer.masks import grow
+    from imageinference.engines.detailer.detector import detect, load_detector, resolve_detector
+    from imageinference.engines.detailer.masks import grow
 
     image = face_image([(6, 6, 1.0)])
     _found, segments = detect(load_detector(resolve_detector(SEGM_FILE)), image[0], 0.5)
@@ -256,7 +256,7 @@ def test_segmentation_masks_are_honoured(detectors, sd15):
 
 
 def test_no_face_gives_the_image_back_bit_for_bit_and_says_so(detectors, sd15):
-    from imageinference.detailer.report import nothing_detected_warnings
+    from imageinference.engines.detailer.report import nothing_detected_warnings
 
     image = face_image([])
     out, masks, det = run(sd15, image)
@@ -285,7 +285,7 @@ def test_each_result_gets_its_own_detail_pass_and_seed(detectors, sd15):
 
 @pytest.mark.parametrize("air", ["test:sd3@1", "test:flux@1"])
 def test_flow_models_with_16_channel_vaes_are_detailed_too(comfy, detectors, air):
-    from imageinference.nodes.model_loader import AIRModelLoader
+    from imageinference.comfyui.nodes.model_loader import AIRModelLoader
 
     model, clip, vae = AIRModelLoader.execute(air).result
     if clip is not None:
@@ -309,7 +309,7 @@ def test_flow_models_with_16_channel_vaes_are_detailed_too(comfy, detectors, air
 
 def test_the_node_offers_every_documented_detector_air_and_the_files_in_the_folders(detectors):
     import imageinference
-    from imageinference.nodes.face_detailer import detector_options
+    from imageinference.comfyui.nodes.face_detailer import detector_options
 
     options = detector_options()
     assert options[0] == "runware:35@1"  # the request's default first
@@ -379,8 +379,8 @@ def test_ultralytics_leaves_the_process_alone(detectors):
     the rest of ComfyUI must not feel any of it."""
     import PIL.Image
 
-    from imageinference.detailer.detector import detect, load_detector, resolve_detector
-    from imageinference.detailer.ultralytics_env import import_ultralytics
+    from imageinference.engines.detailer.detector import detect, load_detector, resolve_detector
+    from imageinference.engines.detailer.ultralytics_env import import_ultralytics
 
     before = (PIL.Image.open, torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"))
     torch.set_num_threads(3)
@@ -399,7 +399,7 @@ def test_onnx_detectors_run_through_ultralytics_onnx_backend(detectors, sd15, tm
     pytest.importorskip("onnx", reason="exporting the tiny detector to ONNX needs onnx")
     from ultralytics import YOLO
 
-    from imageinference.detailer.ultralytics_env import process_left_alone
+    from imageinference.engines.detailer.ultralytics_env import process_left_alone
     from imageinference.testing.tiny_detector import detector_path
 
     with process_left_alone():

@@ -8,14 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from imageinference.schema.errors import ContractError
+from imageinference.contract.errors import ContractError
 
 W = H = 64
 
 
 @pytest.fixture(scope="module")
 def nodes_mod(comfy):
-    from imageinference.nodes import image_inference, load_image, lora_stack, model_loader, output
+    from imageinference.comfyui.nodes import image_inference, load_image, lora_stack, model_loader, output
 
     return {"loader": model_loader.AIRModelLoader, "lora": lora_stack.LoraStack,
             "sampler": image_inference.ImageInference, "load": load_image.LoadImageString,
@@ -96,7 +96,7 @@ def test_img2img_output_size_and_strength(nodes_mod, sd15):
 
 @pytest.mark.parametrize("margin", [0, 32])
 def test_inpaint_leaves_pixels_outside_the_mask_unchanged(nodes_mod, sd15, margin):
-    from imageinference.samplers.passes import fit, fit_mask
+    from imageinference.engines.samplers.passes import fit, fit_mask
 
     img = seed_image()
     mask = torch.zeros((1, 96, 80))  # the seed image's size
@@ -192,8 +192,8 @@ def test_load_image_string_and_output_node(comfy, nodes_mod, sd15, tmp_path):
                                       json.dumps({"model": "test:sd15@1"}))
     body = json.loads(out.result[0])
     assert [d["seed"] for d in body["data"]] == seeds
-    from imageinference.comfy_paths import image_store
-    from imageinference.imageio.encode import read_metadata
+    from imageinference.comfyui.paths import image_store
+    from imageinference.engines.imageio.encode import read_metadata
 
     for item in body["data"]:
         assert item["cost"] == 0.0 and "imageURL" in item

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from imageinference.schema.errors import ContractError
+from imageinference.contract.errors import ContractError
 
 SD15_AIR, PLUS_AIR, FULL_AIR, FLUX_AIR, REDUX_AIR = ("test:ipadapter-sd15@1", "test:ipadapter-sd15@plus",
                                                      "test:ipadapter-sd15@full-face", "test:ipadapter-flux@1",
@@ -46,14 +46,14 @@ def ipa(comfy, tiny_models_root, test_catalog):
 
 @pytest.fixture(scope="module")
 def nodes_ipa(ipa):
-    from imageinference.nodes import ip_adapter
+    from imageinference.comfyui.nodes import ip_adapter
 
     return ip_adapter
 
 
 @pytest.fixture(scope="module")
 def sd15(comfy):
-    from imageinference.nodes.model_loader import AIRModelLoader
+    from imageinference.comfyui.nodes.model_loader import AIRModelLoader
 
     model, clip, vae = AIRModelLoader.execute("test:sd15@1").result
     pos = comfy.CLIPTextEncode().encode(clip, "a lighthouse at dusk")[0]
@@ -211,7 +211,7 @@ def close(got, want, rel=2e-3):
 
 
 def test_weight_zero_is_bit_identical_and_a_weight_changes_the_image(nodes_ipa, sd15):
-    from imageinference.nodes.image_inference import ImageInference
+    from imageinference.comfyui.nodes.image_inference import ImageInference
 
     model, _clip, vae, pos, neg = sd15
 
@@ -232,7 +232,7 @@ WEIGHT_TYPES = ["normal", "ease_in", "ease_out", "ease_in_out", "weak_input", "w
 
 
 def test_each_weight_type_changes_exactly_the_blocks_its_schedule_names(nodes_ipa, sd15, ipa, vitl):
-    from imageinference.ipadapter.options import SD15_BLOCKS, block_weights
+    from imageinference.engines.ipadapter.options import SD15_BLOCKS, block_weights
 
     model, _clip, _vae, pos, neg = sd15
     sd = weights(ipa["ipadapter_sd15"])
@@ -341,14 +341,14 @@ def test_plus_and_full_face_read_hidden_states(nodes_ipa, sd15, ipa, vitl, air, 
 
 
 def test_two_adapters_chain(nodes_ipa, sd15, ipa, vitl):
-    from imageinference.ipadapter.patch import applied
+    from imageinference.engines.ipadapter.patch import applied
 
     model, _clip, _vae, pos, neg = sd15
     sd = weights(ipa["ipadapter_sd15"])
     first = apply(nodes_ipa, model, SD15_AIR, images=GUIDES[:1], weight=0.6)
     both = apply(nodes_ipa, first, SD15_AIR, images=GUIDES[1:], weight=0.4, weight_type="style_transfer")
     assert applied(both) == (SD15_AIR, SD15_AIR) and applied(model) == ()
-    from imageinference.ipadapter.options import SD15_BLOCKS, block_weights
+    from imageinference.engines.ipadapter.options import SD15_BLOCKS, block_weights
 
     second_w = block_weights("style_transfer", 0.4, SD15_BLOCKS)
     empty = plain_tokens(sd, torch.zeros(1, 768))
@@ -363,8 +363,8 @@ def test_two_adapters_chain(nodes_ipa, sd15, ipa, vitl):
 
 
 def test_composes_with_lora_and_controlnet(comfy, nodes_ipa, sd15):
-    from imageinference.nodes.controlnet import ControlNetApply
-    from imageinference.nodes.lora_stack import LoraStack
+    from imageinference.comfyui.nodes.controlnet import ControlNetApply
+    from imageinference.comfyui.nodes.lora_stack import LoraStack
 
     model, clip, _vae, pos, neg = sd15
     lmodel, _lclip, _ = LoraStack.execute(model, '[{"model": "test:lora@1", "weight": 0.8}]', clip).result
@@ -414,7 +414,7 @@ SDXL_BLOCKS_NAMED = {"style_transfer": {("output", 1)}, "composition": {("input"
 
 
 def test_sdxl_each_weight_type_changes_exactly_the_blocks_its_schedule_names(nodes_ipa, sdxl, ipa, vitl):
-    from imageinference.ipadapter.options import SDXL_BLOCKS, block_weights
+    from imageinference.engines.ipadapter.options import SDXL_BLOCKS, block_weights
 
     model, pos, neg = sdxl
     sd = weights(ipa["ipadapter_sdxl"])
@@ -594,8 +594,8 @@ def test_flux_adapter_adds_the_image_attention_after_each_double_block(nodes_ipa
 
 
 def test_flux_adapter_under_a_step_cache(nodes_ipa, flux):
-    from imageinference.cache.build import cache_config
-    from imageinference.cache.patch import apply_step_cache, model_layout
+    from imageinference.engines.cache.build import cache_config
+    from imageinference.engines.cache.patch import apply_step_cache, model_layout
 
     adapted = apply(nodes_ipa, flux, FLUX_AIR, weight=0.7)
     cached = apply_step_cache(adapted, cache_config("fbCache", 0.0, model_layout(adapted)))
@@ -669,7 +669,7 @@ def png_uri(seed, w, h):
 def test_a_compiled_request_runs_in_comfyuis_executor(comfy, ipa):
     """Guide Images (an IMAGE list of two sizes) -> two chained IP-Adapter nodes, as the compiler lays them out,
     executed by ComfyUI's own PromptExecutor (input lists, validation, caching)."""
-    from imageinference.nodes.extension import node_classes
+    from imageinference.comfyui.nodes.extension import node_classes
 
     saved = dict(comfy.NODE_CLASS_MAPPINGS)
     try:
@@ -686,7 +686,7 @@ def _run_compiled():
 
     import execution
 
-    from imageinference.compiler import compile_request
+    from imageinference.interop.compiler import compile_request
 
     request = {"taskType": "imageInference", "taskUUID": "1d2e3f4a-5b6c-4d7e-8f9a-0b1c2d3e4f5a",
                "model": "test:sd15@1", "positivePrompt": "a lighthouse", "width": 128, "height": 128, "steps": 2,
@@ -705,6 +705,6 @@ def _run_compiled():
 
 
 def nodes_ipa_classes():
-    from imageinference.nodes.ip_adapter import GuideImages, IPAdapter, Redux
+    from imageinference.comfyui.nodes.ip_adapter import GuideImages, IPAdapter, Redux
 
     return [GuideImages, IPAdapter, Redux]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from imageinference.schema.errors import ContractError
+from imageinference.contract.errors import ContractError
 
 UUID = "0b5e4c1a-2d3f-4a6b-8c9d-0e1f2a3b4c5d"
 FLUX_SCALE, FLUX_SHIFT = 0.3611, 0.1159  # the FLUX VAE's scaling and shift factors (diffusers config)
@@ -99,7 +99,7 @@ def vae16(comfy):
 
 @pytest.fixture(scope="module")
 def nodes_ld(comfy):
-    from imageinference.nodes import output, transparent_decode
+    from imageinference.comfyui.nodes import output, transparent_decode
 
     return transparent_decode, output.ImageInferenceOutput
 
@@ -108,7 +108,7 @@ def nodes_ld(comfy):
 def tiny_decoder(ld_files):
     import comfy.utils
 
-    from imageinference.layerdiffuse.decoder import load_decoder
+    from imageinference.engines.layerdiffuse.decoder import load_decoder
 
     return load_decoder(comfy.utils.load_torch_file(str(ld_files["transparentVae"]), safe_load=True))
 
@@ -186,7 +186,7 @@ def test_our_decoder_computes_what_diffusers_blocks_compute_with_the_same_weight
 
 
 def test_the_full_size_decoder_has_the_published_layout(comfy):
-    from imageinference.layerdiffuse.decoder import TransparentDecoder
+    from imageinference.engines.layerdiffuse.decoder import TransparentDecoder
 
     with torch.device("meta"):
         ours, theirs = TransparentDecoder(), reference_decoder((32, 32, 64, 128, 256, 512, 512))
@@ -196,7 +196,7 @@ def test_the_full_size_decoder_has_the_published_layout(comfy):
 
 
 def test_augmented_decode_is_the_lower_median_of_the_eight_views(tiny_decoder):
-    from imageinference.layerdiffuse.decoder import decode_rgba
+    from imageinference.engines.layerdiffuse.decoder import decode_rgba
 
     g = torch.Generator().manual_seed(4)
     pixels, latent = torch.rand(1, 64, 128, 3, generator=g), torch.randn(1, 16, 8, 16, generator=g)
@@ -290,7 +290,7 @@ def sampled(ld_catalog, nodes_ld, flux, comfy):
 
 
 def test_ksampler_then_transparent_decode_gives_rgba(sampled, nodes_ld, vae16, tiny_decoder):
-    from imageinference.layerdiffuse.decoder import decode_rgba
+    from imageinference.engines.layerdiffuse.decoder import decode_rgba
 
     transparent_decode, _output = nodes_ld
     rgba, mask = transparent_decode.TransparentVAEDecode.execute(sampled, vae16, False).result
@@ -366,7 +366,7 @@ def test_a_wrong_or_missing_decoder_file_is_a_contract_error(ld_catalog, nodes_l
 
 def test_the_image_inference_sampler_latent_feeds_the_decode(ld_catalog, nodes_ld, flux, vae16):
     """The compiled graph: LayerDiffuse LoRA -> Image Inference sampler (its `latent` output) -> decode."""
-    from imageinference.nodes.image_inference import ImageInference
+    from imageinference.comfyui.nodes.image_inference import ImageInference
 
     assert len(ImageInference.define_schema().outputs) >= 3  # compiled graphs link the latent as [sampler, 2]
     transparent_decode, _output = nodes_ld

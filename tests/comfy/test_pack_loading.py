@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_comfyui_loader_registers_every_node(comfy, tmp_path):
     nodes = comfy
-    from imageinference.info import registered_node_ids
+    from imageinference.commands.info import registered_node_ids
 
     expected = set(registered_node_ids())
     # whatever an earlier test registered is taken out, so only this load can put the pack's nodes back
@@ -30,7 +30,7 @@ def test_comfyui_loader_registers_every_node(comfy, tmp_path):
 
 
 def test_every_node_documents_itself(comfy):
-    from imageinference.nodes.extension import node_classes
+    from imageinference.comfyui.nodes.extension import node_classes
 
     for cls in node_classes():
         schema = cls.GET_SCHEMA()
@@ -44,7 +44,7 @@ def test_every_node_documents_itself(comfy):
 def test_mapped_names_exist_in_this_comfyui(comfy):
     import comfy.samplers
 
-    from imageinference.samplers.schedulers import SCHEDULERS
+    from imageinference.engines.samplers.schedulers import SCHEDULERS
 
     for name, mapping in SCHEDULERS.items():
         for family in ("flow", "eps"):
@@ -66,7 +66,7 @@ def karras_reference(sigma_min, sigma_max, n, rho=7.0):
 
 
 def test_scheduler_node_karras_matches_formula(sd15):
-    from imageinference.nodes.scheduler import SchedulerNode
+    from imageinference.comfyui.nodes.scheduler import SchedulerNode
 
     model = sd15[0]
     out = SchedulerNode.execute(model, "DPM++ 2M Karras", 10)
@@ -81,7 +81,7 @@ def test_scheduler_node_karras_matches_formula(sd15):
 
 
 def test_scheduler_node_default_on_eps_model_is_euler_normal(sd15):
-    from imageinference.nodes.scheduler import SchedulerNode
+    from imageinference.comfyui.nodes.scheduler import SchedulerNode
 
     out = SchedulerNode.execute(sd15[0], "Default", 6)
     assert out.result[2:] == ("euler", "normal")

@@ -17,7 +17,7 @@ def core_encode(comfy, clip):
 
 
 def ours(clip, text, syntax, skip=None):
-    from imageinference.prompting.encode import encode_text
+    from imageinference.engines.prompting.encode import encode_text
 
     return encode_text(clip, text, syntax, "positivePrompt", skip)
 
@@ -96,7 +96,7 @@ def test_clip_skip_matches_core_clip_set_last_layer(comfy, clip, core_encode):
 
 
 def test_prompt_node(clip, core_encode):
-    from imageinference.nodes.prompt import PromptNode
+    from imageinference.comfyui.nodes.prompt import PromptNode
 
     pos, neg = PromptNode.execute(clip, "a cat+", "blurry", "compel", -1).result
     assert torch.equal(cond(neg), cond(core_encode("blurry")))
@@ -115,8 +115,8 @@ def flux_clip(comfy, tiny_models_root):
 
 
 def test_flux_text_encoders_weight_their_own_t5_tokens(flux_clip):
-    from imageinference.prompting.encode import comfy_notation
-    from imageinference.prompting.parse import parse_sd_embeds
+    from imageinference.engines.prompting.encode import comfy_notation
+    from imageinference.engines.prompting.parse import parse_sd_embeds
 
     plain = ours(flux_clip, "a red fox in snow", "sdEmbeds")
     assert torch.equal(cond(plain), cond(ours(flux_clip, "a red fox in snow", "compel")))
@@ -149,8 +149,8 @@ def test_fragment_texts_reach_comfyuis_parser_unchanged(comfy, texts):
     """Backslashes, brackets and colons in a fragment come back out of ComfyUI's own weight parsing as typed."""
     from comfy.sd1_clip import escape_important, token_weights, unescape_important
 
-    from imageinference.prompting.encode import comfy_notation
-    from imageinference.prompting.parse import Fragment, Prompt
+    from imageinference.engines.prompting.encode import comfy_notation
+    from imageinference.engines.prompting.parse import Fragment, Prompt
 
     fragments = tuple(Fragment(t, w) for t, w in zip(texts, (1.0, 1.3), strict=False))
     notation = comfy_notation(Prompt(fragments))

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from imageinference.schema.errors import ContractError
+from imageinference.contract.errors import ContractError
 
 STEPS = 6
 NEW_KINDS = ("pulid", "idEncoder")
@@ -19,7 +19,7 @@ def pulid_env(comfy, tiny_models_root, test_catalog):
     """The tiny PuLID files in ComfyUI's folders and a catalog naming them (for this module only)."""
     import folder_paths
 
-    from imageinference import catalog
+    from imageinference.engines.models import catalog
     from imageinference.testing import tiny_extras, tiny_ipadapter
     from imageinference.testing.tiny_pulid import catalog_entries, ensure_tiny_pulid
 
@@ -71,7 +71,7 @@ def face():
 
 
 def pulid(model, weights="test:pulid@1", image=None, idWeight=1.0, start=-1, start_pct=-1, true_cfg=-1.0):
-    from imageinference.nodes.pulid import PuLIDNode
+    from imageinference.comfyui.nodes.pulid import PuLIDNode
 
     out = PuLIDNode.execute(model, face() if image is None else image, weights, idWeight, start, start_pct, true_cfg)
     return out.args[0] if hasattr(out, "args") else out.result[0]
@@ -83,7 +83,7 @@ class CALog:
     def __init__(self, model, steps=STEPS):
         import comfy.patcher_extension
 
-        from imageinference.pulid.inject import ADDITIONAL_KEY
+        from imageinference.engines.pulid.inject import ADDITIONAL_KEY
 
         self.base = model  # keeps the patched model alive while its clone runs
         self.model = model.clone()
@@ -152,9 +152,9 @@ def test_a_run_after_removing_the_node_equals_a_fresh_model(pulid_env, flux):
 def test_with_a_step_cache_the_pulid_blocks_see_every_computed_step(pulid_env, flux):
     import comfy.patcher_extension
 
-    from imageinference.cache.build import cache_config
-    from imageinference.cache.patch import RUN_KEY, apply_step_cache, model_layout
-    from imageinference.samplers.windows import StepWindow
+    from imageinference.engines.cache.build import cache_config
+    from imageinference.engines.cache.patch import RUN_KEY, apply_step_cache, model_layout
+    from imageinference.engines.samplers.windows import StepWindow
 
     steps = 10
     config = cache_config("fbCache", 1.0, model_layout(flux), window=StepWindow(), max_consecutive=2)
@@ -184,8 +184,8 @@ def test_with_a_step_cache_the_pulid_blocks_see_every_computed_step(pulid_env, f
 
 
 def test_pulid_after_a_step_cache_is_refused(pulid_env, flux):
-    from imageinference.cache.build import cache_config
-    from imageinference.cache.patch import apply_step_cache, model_layout
+    from imageinference.engines.cache.build import cache_config
+    from imageinference.engines.cache.patch import apply_step_cache, model_layout
 
     cached = apply_step_cache(flux, cache_config("fbCache", 0.1, model_layout(flux)))
     with pytest.raises(ContractError) as info:
@@ -225,7 +225,7 @@ def test_composes_with_lora_and_an_earlier_block_replacement(pulid_env, flux):
 
 
 def ip_adapter(model, weight=0.8):
-    from imageinference.nodes.ip_adapter import IPAdapter
+    from imageinference.comfyui.nodes.ip_adapter import IPAdapter
 
     guide = torch.rand(1, 224, 224, 3, generator=torch.Generator().manual_seed(41))
     return IPAdapter.execute([model], [guide], [IPA_AIR], [weight], ["concat"], ["kv"], ["normal"], [-1.0]).result[0]
@@ -246,7 +246,7 @@ def test_composes_with_a_flux_ip_adapter_in_either_order(pulid_env, flux):
 def test_composes_with_a_flux_controlnet(pulid_env, flux):
     import comfy.sample
 
-    from imageinference.nodes.controlnet import ControlNetApply
+    from imageinference.comfyui.nodes.controlnet import ControlNetApply
 
     hint = torch.rand(1, 32, 32, 3, generator=torch.Generator().manual_seed(42))
 
@@ -276,9 +276,9 @@ def test_true_cfg_scale_is_real_cfg_with_that_scale(pulid_env, flux):
 
 
 def test_unconditional_rows_get_the_unconditional_identity(pulid_env, flux):
-    from imageinference.catalog import Catalog
-    from imageinference.pulid import encoder
-    from imageinference.pulid.stack import stack_entries
+    from imageinference.engines.models.catalog import Catalog
+    from imageinference.engines.pulid import encoder
+    from imageinference.engines.pulid.stack import stack_entries
 
     emb = encoder.identity_embedding(encoder.load_stack(stack_entries(Catalog.load(), "test:pulid@1")), face()[0])
     log = CALog(pulid(flux))
@@ -295,9 +295,9 @@ def test_unconditional_rows_get_the_unconditional_identity(pulid_env, flux):
 
 
 def test_embedding_is_computed_once_per_image(pulid_env):
-    from imageinference.catalog import Catalog
-    from imageinference.pulid import encoder
-    from imageinference.pulid.stack import stack_entries
+    from imageinference.engines.models.catalog import Catalog
+    from imageinference.engines.pulid import encoder
+    from imageinference.engines.pulid.stack import stack_entries
 
     stack = encoder.load_stack(stack_entries(Catalog.load(), "test:pulid@1"))
     encoder.EMBEDDINGS.clear()
@@ -347,7 +347,7 @@ def test_non_flux_models_are_refused(pulid_env, comfy, tiny_models_root):
 
 
 def test_the_node_schema_names_the_request_fields_and_lists_catalog_weights(pulid_env):
-    from imageinference.nodes.pulid import PuLIDNode
+    from imageinference.comfyui.nodes.pulid import PuLIDNode
 
     schema = PuLIDNode.define_schema()
     names = [i.id for i in schema.inputs]

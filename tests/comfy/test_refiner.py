@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from imageinference.schema.errors import ContractError
+from imageinference.contract.errors import ContractError
 
 STEPS = 10
 
@@ -36,7 +36,7 @@ REFINER_CONDS = (cond(1280, 3), cond(1280, 4))
 
 
 def options(refiner, start=None, pct=None, conds=REFINER_CONDS):
-    from imageinference.samplers.refiner import RefinerOptions
+    from imageinference.engines.samplers.refiner import RefinerOptions
 
     return RefinerOptions(refiner, conds[0], conds[1], start, pct)
 
@@ -45,7 +45,7 @@ def ours(base, opts, steps=STEPS, cfg=5.0, sampler="euler", scheduler="karras", 
          conds=BASE_CONDS, seed=7):
     import comfy.sample
 
-    from imageinference.samplers.refiner import sample_with_refiner
+    from imageinference.engines.samplers.refiner import sample_with_refiner
 
     latent = torch.zeros(1, 4, 8, 8) if latent is None else latent
     noise = comfy.sample.prepare_noise(latent, seed)
@@ -128,7 +128,7 @@ def test_cfg_at_most_one_ignores_the_refiners_negative_prompt(xl):
 
 
 def test_start_beyond_the_steps_and_another_latent_space_are_contract_errors(comfy, xl):
-    from imageinference.nodes.model_loader import AIRModelLoader
+    from imageinference.comfyui.nodes.model_loader import AIRModelLoader
 
     base, refiner = xl
     with pytest.raises(ContractError) as info:
@@ -149,7 +149,7 @@ def test_start_beyond_the_steps_and_another_latent_space_are_contract_errors(com
     (-1, 100, "invalidStartStepPercentage", "refiner.startStepPercentage"),
 ])
 def test_the_node_refuses_bad_start_fields_naming_the_parameter(xl, start, pct, code, parameter):
-    from imageinference.nodes.refiner import RefinerNode
+    from imageinference.comfyui.nodes.refiner import RefinerNode
 
     _base, refiner = xl
     with pytest.raises(ContractError) as info:
@@ -158,7 +158,7 @@ def test_the_node_refuses_bad_start_fields_naming_the_parameter(xl, start, pct, 
 
 
 def test_the_node_carries_model_conditioning_and_start(xl):
-    from imageinference.nodes.refiner import RefinerNode
+    from imageinference.comfyui.nodes.refiner import RefinerNode
 
     base, refiner = xl
     opts = RefinerNode.execute(refiner, *REFINER_CONDS, -1, 60).result[0]
@@ -168,8 +168,8 @@ def test_the_node_carries_model_conditioning_and_start(xl):
 
 @pytest.fixture(scope="module")
 def sd15(comfy):
-    from imageinference.nodes.model_loader import AIRModelLoader
-    from imageinference.nodes.prompt import PromptNode
+    from imageinference.comfyui.nodes.model_loader import AIRModelLoader
+    from imageinference.comfyui.nodes.prompt import PromptNode
 
     model, clip, vae = AIRModelLoader.execute("test:sd15@1").result
     pos, neg = PromptNode.execute(clip, "a lighthouse", "blurry", "none", -1).result
@@ -178,7 +178,7 @@ def sd15(comfy):
 
 def test_controlnet_step_windows_of_the_base_are_steps_of_the_whole_run(sd15):
     """endStepPercentage 50 of 10 steps is step 5 of the run, not of the base's 7 steps (where it would be 4)."""
-    from imageinference.nodes.controlnet import ControlNetApply
+    from imageinference.comfyui.nodes.controlnet import ControlNetApply
 
     model, _clip, _vae, pos, neg = sd15
     guide = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(4))
@@ -195,8 +195,8 @@ def test_controlnet_step_windows_of_the_base_are_steps_of_the_whole_run(sd15):
 def test_the_graph_nodes_run_the_refiner_on_sd15_shapes(comfy, sd15):
     """Loader + Prompt for the refiner, the Refiner node, the sampler's `refiner` input (SD1.5 shapes: the tiny
     SDXL pair has no text encoder to build the graph's prompts with)."""
-    from imageinference.nodes.image_inference import ImageInference
-    from imageinference.nodes.refiner import RefinerNode
+    from imageinference.comfyui.nodes.image_inference import ImageInference
+    from imageinference.comfyui.nodes.refiner import RefinerNode
 
     schema = ImageInference.define_schema()
     if "refiner" not in [i.id for i in schema.inputs]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imageinference.schema.errors import ContractError
+from imageinference.contract.errors import ContractError
 
 
 class Payload:
@@ -47,10 +47,10 @@ def planted(comfy, tmp_path, monkeypatch):
 
 
 def test_no_model_path_runs_a_pickle(planted):
-    from imageinference.catalog import Catalog
-    from imageinference.models.loader import load_model, load_upscaler
-    from imageinference.nodes.lora_stack import LoraStack
-    from imageinference.nodes.model_loader import AIRModelLoader
+    from imageinference.comfyui.nodes.lora_stack import LoraStack
+    from imageinference.comfyui.nodes.model_loader import AIRModelLoader
+    from imageinference.engines.models.catalog import Catalog
+    from imageinference.engines.models.loader import load_model, load_upscaler
 
     catalog = Catalog.load()
     attempts = [lambda: load_model("evil:checkpoint@1", catalog), lambda: load_model("evil:diffusionModel@1", catalog),

@@ -5,11 +5,11 @@ import logging
 import pytest
 import torch
 
-from imageinference.cache.engine import CacheConfig
-from imageinference.cache.policy import CachePolicy
-from imageinference.cache.profiles import BlockSplit, TeaCacheProfile
-from imageinference.samplers.windows import StepWindow
-from imageinference.schema.errors import ContractError
+from imageinference.contract.errors import ContractError
+from imageinference.engines.cache.engine import CacheConfig
+from imageinference.engines.cache.policy import CachePolicy
+from imageinference.engines.cache.profiles import BlockSplit, TeaCacheProfile
+from imageinference.engines.samplers.windows import StepWindow
 
 STEPS = 12
 # a profile that makes TeaCache skip on the tiny random models (their per-step change is large)
@@ -69,7 +69,7 @@ class RunCapture:
     def __init__(self, model):
         import comfy.patcher_extension
 
-        from imageinference.cache.patch import RUN_KEY
+        from imageinference.engines.cache.patch import RUN_KEY
 
         self.runs = []
         self.model = model.clone()
@@ -84,8 +84,8 @@ class RunCapture:
 
 
 def cached(model, kind, threshold, split=None, **policy):
-    from imageinference.cache.build import cache_config
-    from imageinference.cache.patch import apply_step_cache, model_layout
+    from imageinference.engines.cache.build import cache_config
+    from imageinference.engines.cache.patch import apply_step_cache, model_layout
 
     if split is not None:
         config = CacheConfig(kind, threshold, split, CachePolicy(**policy))
@@ -251,8 +251,8 @@ def test_one_log_line_per_run_and_stochastic_warning(sd3, caplog):
 
 
 def test_nodes_apply_and_refuse_bad_input(comfy, sd3):
-    from imageinference.nodes.model_loader import AIRModelLoader
-    from imageinference.nodes.step_cache import DBCacheNode, FBCacheNode, TeaCacheNode
+    from imageinference.comfyui.nodes.model_loader import AIRModelLoader
+    from imageinference.comfyui.nodes.step_cache import DBCacheNode, FBCacheNode, TeaCacheNode
 
     m = TeaCacheNode.execute(sd3, teaCacheDistance=0.5, **WIDGETS).result[0]
     assert m is not sd3 and "imageinference_step_cache" in m.model_options["transformer_options"]
@@ -274,7 +274,7 @@ def test_calibration_fits_the_recorded_points(sd3):
     and last blocks, and its polynomial is the least-squares fit (solved here on a Vandermonde matrix)."""
     import numpy as np
 
-    from imageinference.cache.calibrate import calibrate
+    from imageinference.engines.cache.calibrate import calibrate
 
     blocks = sd3.model.diffusion_model.joint_blocks
     residuals = []
@@ -302,10 +302,10 @@ def test_calibration_fits_the_recorded_points(sd3):
 def test_calibrate_command_writes_what_the_teacache_node_uses(comfy, tmp_path, monkeypatch, capsys):
     import json
 
-    from imageinference.cache.patch import CONFIG_KEY
-    from imageinference.cli import main
-    from imageinference.nodes.model_loader import AIRModelLoader
-    from imageinference.nodes.step_cache import TeaCacheNode
+    from imageinference.comfyui.nodes.model_loader import AIRModelLoader
+    from imageinference.comfyui.nodes.step_cache import TeaCacheNode
+    from imageinference.commands.cli import main
+    from imageinference.engines.cache.patch import CONFIG_KEY
 
     path = tmp_path / "teacache.json"
     monkeypatch.setenv("IMAGEINFERENCE_TEACACHE_CALIBRATION", str(path))
@@ -348,7 +348,7 @@ def test_models_the_caches_were_not_tuned_for_are_refused(flux, family_class):
     """FLUX.2 and Chroma derive from FLUX.1's model class; the caches refuse them by their exact class."""
     import comfy.model_base
 
-    from imageinference.cache.patch import layout_of
+    from imageinference.engines.cache.patch import layout_of
 
     def instance(cls):
         obj = cls.__new__(cls)
@@ -361,7 +361,7 @@ def test_models_the_caches_were_not_tuned_for_are_refused(flux, family_class):
         layout_of(instance(getattr(comfy.model_base, family_class)))
     m = flux.clone()
     m.model = instance(getattr(comfy.model_base, family_class))
-    from imageinference.nodes.step_cache import TeaCacheNode
+    from imageinference.comfyui.nodes.step_cache import TeaCacheNode
 
     with pytest.raises(ContractError) as info:
         TeaCacheNode.execute(m, teaCacheDistance=0.5, **WIDGETS)
@@ -372,7 +372,7 @@ def test_models_the_caches_were_not_tuned_for_are_refused(flux, family_class):
 def test_one_skips_every_step_the_policy_allows(sd3, kind):
     """At 1.0 the criterion's threshold is infinite: the run computes exactly the policy's floor (first step, last
     step, one step after every cacheMaxConsecutiveSteps skipped), whatever the model's step-to-step change."""
-    from imageinference.cache.policy import fewest_computed_steps
+    from imageinference.engines.cache.policy import fewest_computed_steps
 
     for cap in (1, 3, 5):
         cap_run = RunCapture(cached(sd3, kind, 1.0, max_consecutive=cap))
@@ -383,7 +383,7 @@ def test_one_skips_every_step_the_policy_allows(sd3, kind):
 
 
 def test_few_block_warning_at_install_names_teacache(sd3, caplog):
-    from imageinference.nodes.step_cache import DBCacheNode, FBCacheNode, TeaCacheNode
+    from imageinference.comfyui.nodes.step_cache import DBCacheNode, FBCacheNode, TeaCacheNode
 
     with caplog.at_level(logging.WARNING, logger="imageinference.cache"):
         TeaCacheNode.execute(sd3, teaCacheDistance=0.5, **WIDGETS)

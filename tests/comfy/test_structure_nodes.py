@@ -4,14 +4,14 @@
 import pytest
 import torch
 
-from imageinference.schema.errors import ContractError
+from imageinference.contract.errors import ContractError
 
 W = H = 64
 
 
 @pytest.fixture(scope="module")
 def sd15(comfy):
-    from imageinference.nodes.model_loader import AIRModelLoader
+    from imageinference.comfyui.nodes.model_loader import AIRModelLoader
 
     model, clip, vae = AIRModelLoader.execute("test:sd15@1").result
     pos = comfy.CLIPTextEncode().encode(clip, "a lighthouse")[0]
@@ -26,7 +26,7 @@ def guide():
 
 
 def cn(pos, neg, guide, **kw):
-    from imageinference.nodes.controlnet import ControlNetApply
+    from imageinference.comfyui.nodes.controlnet import ControlNetApply
 
     args = dict(model="test:cn@1", weight=1.0, startStep=-1, endStep=-1, startStepPercentage=-1,
                 endStepPercentage=-1, controlMode="balanced")
@@ -35,7 +35,7 @@ def cn(pos, neg, guide, **kw):
 
 
 def sample(sd15, pos=None, neg=None, steps=4, scheduler="Euler", model=None, **kw):
-    from imageinference.nodes.image_inference import ImageInference
+    from imageinference.comfyui.nodes.image_inference import ImageInference
 
     m, vae, p, n = sd15
     args = dict(width=W, height=H, seed=11, steps=steps, scheduler=scheduler, CFGScale=5.0, numberResults=1,
@@ -198,7 +198,7 @@ def test_controlnets_compose(sd15, guide):
 
 
 def test_window_widgets_follow_the_contract():
-    from imageinference.nodes.controlnet import window_from_widgets
+    from imageinference.comfyui.nodes.controlnet import window_from_widgets
 
     with pytest.raises(ContractError) as info:
         window_from_widgets(2, -1, 10, -1)
@@ -210,7 +210,7 @@ def test_window_widgets_follow_the_contract():
 # ---------------------------------------------------------------- outpaint
 
 def test_outpaint_keeps_original_pixels_and_checks_the_size(sd15):
-    from imageinference.nodes.outpaint import OutpaintNode
+    from imageinference.comfyui.nodes.outpaint import OutpaintNode
 
     g = torch.Generator().manual_seed(5)
     seed = torch.rand((1, 64, 64, 3), generator=g)
@@ -230,7 +230,7 @@ def test_outpaint_keeps_original_pixels_and_checks_the_size(sd15):
 
 
 def test_outpaint_mask_feathers_into_the_original():
-    from imageinference.samplers.outpaint import pad_canvas
+    from imageinference.engines.samplers.outpaint import pad_canvas
 
     img = torch.rand((1, 16, 16, 3))
     canvas, mask = pad_canvas(img, 8, 0, 0, 0, 4)
@@ -245,7 +245,7 @@ def test_outpaint_mask_feathers_into_the_original():
 # ---------------------------------------------------------------- hires fix
 
 def test_first_pass_size_rule():
-    from imageinference.samplers.sizes import first_pass_size
+    from imageinference.engines.samplers.sizes import first_pass_size
 
     assert first_pass_size(1024, 1024, 512 * 512) == (512, 512)
     assert first_pass_size(2048, 1024, 1024 * 1024) == (1024, 512)
@@ -256,7 +256,7 @@ def test_first_pass_size_rule():
 
 
 def test_hires_fix_final_size_and_smaller_first_pass(sd15):
-    from imageinference.nodes.hires_fix import HiresFixNode
+    from imageinference.comfyui.nodes.hires_fix import HiresFixNode
 
     hires = HiresFixNode.execute("runware:504@1", 2, 0.5, "4").result[0]
     m = sd15[0].clone()
@@ -274,9 +274,9 @@ def test_hires_fix_final_size_and_smaller_first_pass(sd15):
 
 
 def test_hires_strength_zero_returns_the_upscaled_first_pass_re_encoded(comfy, sd15):
-    from imageinference.nodes.hires_fix import HiresFixNode
-    from imageinference.samplers.hires import upscale_image
-    from imageinference.samplers.passes import fit
+    from imageinference.comfyui.nodes.hires_fix import HiresFixNode
+    from imageinference.engines.samplers.hires import upscale_image
+    from imageinference.engines.samplers.passes import fit
 
     hires = HiresFixNode.execute("runware:504@1", 2, 0.0, "4").result[0]
     out = sample(sd15, width=128, height=128, hiresFix=hires, steps=3)
@@ -287,8 +287,8 @@ def test_hires_strength_zero_returns_the_upscaled_first_pass_re_encoded(comfy, s
 
 
 def test_tiled_upscale_matches_untiled(sd15):
-    from imageinference.nodes.hires_fix import HiresFixNode
-    from imageinference.samplers.hires import upscale_image
+    from imageinference.comfyui.nodes.hires_fix import HiresFixNode
+    from imageinference.engines.samplers.hires import upscale_image
 
     up = HiresFixNode.execute("runware:504@1", 0, -1.0, "4").result[0].upscaler
     img = torch.rand((1, 96, 80, 3), generator=torch.Generator().manual_seed(1))
@@ -299,7 +299,7 @@ def test_tiled_upscale_matches_untiled(sd15):
 
 
 def test_hires_defaults_for_true(sd15):
-    from imageinference.nodes.hires_fix import DEFAULTS, HiresFixNode
+    from imageinference.comfyui.nodes.hires_fix import DEFAULTS, HiresFixNode
 
     opts = HiresFixNode.execute(DEFAULTS, 0, -1.0, "4").result[0]
     assert (opts.air, opts.steps, opts.strength, opts.explicit) == ("runware:504@1", None, None, False)
@@ -315,9 +315,9 @@ def test_hires_defaults_for_true(sd15):
 def test_core_percent_windows_export_to_the_steps_core_runs_them_on(comfy, sd15, guide, start, end):
     """Export converts a core ControlNet's noise-range fractions through the sampler's real sigmas: the exported
     step window is exactly the steps on which core KSampler applied the control."""
-    from imageinference.catalog import Catalog
-    from imageinference.exporter import export_prompt
-    from imageinference.samplers.sigma_oracle import sigma_oracle
+    from imageinference.engines.models.catalog import Catalog
+    from imageinference.engines.samplers.sigma_oracle import sigma_oracle
+    from imageinference.interop.exporter import export_prompt
 
     model, _v, pos, neg = sd15
     control = comfy.ControlNetLoader().load_controlnet("tiny_sd15_controlnet.safetensors")[0]

@@ -9,7 +9,7 @@ SIZE, STEPS = 128, 2
 
 @pytest.fixture(scope="module")
 def flux(comfy):
-    from imageinference.nodes.model_loader import AIRModelLoader
+    from imageinference.comfyui.nodes.model_loader import AIRModelLoader
 
     model, _clip, vae = AIRModelLoader.execute("test:flux@1").result
     g = torch.Generator().manual_seed(4)
@@ -22,7 +22,7 @@ def flux(comfy):
 
 
 def ours(flux, cfg, true_cfg=-1.0):
-    from imageinference.nodes.image_inference import ImageInference
+    from imageinference.comfyui.nodes.image_inference import ImageInference
 
     model, vae, pos, neg = flux
     return ImageInference.execute(model, vae, pos, neg, width=SIZE, height=SIZE, seed=3, steps=STEPS,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from imageinference.schema.errors import ContractError
+from imageinference.contract.errors import ContractError
 
 UUID = "0b5e4c1a-2d3f-4a6b-8c9d-0e1f2a3b4c5d"
 DEFAULTS = dict(text="", image="", displayPosition="bottom-right", tiled=False, opacity=0.6, fontColor="",
@@ -18,7 +18,7 @@ DEFAULTS = dict(text="", image="", displayPosition="bottom-right", tiled=False, 
 
 @pytest.fixture(scope="module")
 def nodes_wm(comfy):
-    from imageinference.nodes import output, watermark
+    from imageinference.comfyui.nodes import output, watermark
 
     return watermark.WatermarkNode, output.ImageInferenceOutput
 
@@ -33,8 +33,8 @@ def run(node, imgs, **kw):
 
 
 def test_pixels_change_only_where_the_mark_is(nodes_wm):
-    from imageinference.watermark.render import render_layer
-    from imageinference.watermark.spec import parse_watermark
+    from imageinference.engines.watermark.render import render_layer
+    from imageinference.engines.watermark.spec import parse_watermark
 
     node, _output = nodes_wm
     imgs = images()
@@ -103,8 +103,8 @@ def files(output_node, imgs, **kw):
 
 
 def test_saved_files_differ_from_unmarked_ones_only_inside_the_mark(nodes_wm):
-    from imageinference.watermark.render import render_layer
-    from imageinference.watermark.spec import parse_watermark
+    from imageinference.engines.watermark.render import render_layer
+    from imageinference.engines.watermark.spec import parse_watermark
 
     node, output_node = nodes_wm
     imgs = images()
@@ -119,7 +119,7 @@ def test_saved_files_differ_from_unmarked_ones_only_inside_the_mark(nodes_wm):
 
 
 def test_the_output_node_records_the_watermark(nodes_wm):
-    from imageinference.imageio.encode import read_metadata
+    from imageinference.engines.imageio.encode import read_metadata
 
     node, output_node = nodes_wm
     assert "watermark" in {i.id for i in output_node.define_schema().inputs}  # compiled graphs link [watermark, 1]

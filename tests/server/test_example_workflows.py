@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imageinference.compiler import compile_request
-from imageinference.examples import NAMES, example_request, flux_request, mask_image
-from imageinference.graph_format import api_to_workflow, workflow_to_api
-from imageinference.imageio.encode import read_metadata
+from imageinference.engines.imageio.encode import read_metadata
+from imageinference.interop.compiler import compile_request
+from imageinference.interop.examples import NAMES, example_request, flux_request, mask_image
+from imageinference.interop.graph_format import api_to_workflow, workflow_to_api
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUESTS = sorted((ROOT / "workflows" / "requests").glob("*.json"))
@@ -161,7 +161,7 @@ def test_export_node_reads_the_graph_it_runs_in(server):
 
 
 def test_export_node_on_a_core_graph(server):
-    from imageinference.comfy_server import core_txt2img_prompt
+    from imageinference.comfyui.server_process import core_txt2img_prompt
 
     prompt = core_txt2img_prompt("tiny_sd15.safetensors", seed=5, steps=2, width=128, height=128)
     prompt["99"] = {"class_type": "ImageInferenceExport", "inputs": {"images": ["8", 0]}}

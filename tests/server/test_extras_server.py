@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from imageinference.compiler import compile_request
-from imageinference.graph_format import api_to_workflow, workflow_to_api
+from imageinference.interop.compiler import compile_request
+from imageinference.interop.graph_format import api_to_workflow, workflow_to_api
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imageinference.compiler import compile_request
+from imageinference.interop.compiler import compile_request
 
 SIZE = 320
 UUID = "4b3c2d1e-0f9a-4b8c-8d7e-6f5a4b3c2d1e"

@@ -5,8 +5,8 @@ import copy
 import hashlib
 import json
 
-from imageinference.compiler import compile_request
-from imageinference.examples import example_request
+from imageinference.interop.compiler import compile_request
+from imageinference.interop.examples import example_request
 
 
 def response_of(result):
@@ -53,7 +53,7 @@ def test_a_graph_without_seeds_gets_no_invented_seed(server):
 
 def test_saved_images_carry_their_graph_like_core_saveimage(server):
     """Prompt and the frontend's workflow go into the file, so dropping it on ComfyUI restores the graph."""
-    from imageinference.imageio.encode import read_graph
+    from imageinference.engines.imageio.encode import read_graph
 
     _canonical, prompt = compile_request(tiny_request(seed=9, taskUUID="0f1e2d3c-4b5a-4697-8877-665544332211"))
     workflow = {"nodes": [], "links": [], "version": 0.4, "extra": {"note": "as the frontend sends it"}}

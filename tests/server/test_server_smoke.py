@@ -4,7 +4,7 @@ import io
 
 from PIL import Image
 
-from imageinference.comfy_server import core_txt2img_prompt
+from imageinference.comfyui.server_process import core_txt2img_prompt
 
 
 def test_core_txt2img_runs_on_tiny_sd15(server):
@@ -22,7 +22,7 @@ def test_pack_loaded_without_import_failure(server):
 
 
 def test_pack_nodes_in_object_info_with_descriptions_and_tooltips(server):
-    from imageinference.nodes.common import NODE_PREFIX
+    from imageinference.comfyui.nodes.common import NODE_PREFIX
 
     info = server.object_info()
     ours = {k: v for k, v in info.items() if k.startswith(NODE_PREFIX)}

@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from imageinference.cache.build import cache_config
-from imageinference.cache.fitting import fit
-from imageinference.cache.policy import (
+from imageinference.contract.errors import ContractError
+from imageinference.engines.cache.build import cache_config
+from imageinference.engines.cache.fitting import fit
+from imageinference.engines.cache.policy import (
     ALWAYS_RUN_SHARE_LIMIT,
     CachePolicy,
     SkipLedger,
@@ -18,7 +19,7 @@ from imageinference.cache.policy import (
     floor_model_calls,
     run_warnings,
 )
-from imageinference.cache.profiles import (
+from imageinference.engines.cache.profiles import (
     PUBLISHED,
     TEACACHE_THRESHOLD_SCALE,
     TeaCacheProfile,
@@ -30,8 +31,7 @@ from imageinference.cache.profiles import (
     save_calibration,
     teacache_profile,
 )
-from imageinference.samplers.windows import StepWindow, step_index
-from imageinference.schema.errors import ContractError
+from imageinference.engines.samplers.windows import StepWindow, step_index
 
 
 def simulate(policy, total, wants):
@@ -145,8 +145,8 @@ class _Layout:
 
 
 def test_config_problems_are_contract_errors_naming_the_field(tmp_path, monkeypatch):
-    from imageinference.cache.build import cache_config
-    from imageinference.schema.errors import ContractError
+    from imageinference.contract.errors import ContractError
+    from imageinference.engines.cache.build import cache_config
 
     with pytest.raises(ContractError) as info:
         cache_config("fbCache", 0.2, _Layout("sd3", 1))

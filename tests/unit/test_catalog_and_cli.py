@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from imageinference.catalog import Catalog, CatalogError, check_model_path, relative_to_models
-from imageinference.schema.response import AsyncAck, ImageResult, data_envelope
-from imageinference.schema.validate import validate_task
+from imageinference.contract.response import AsyncAck, ImageResult, data_envelope
+from imageinference.contract.validate import validate_task
+from imageinference.engines.models.catalog import Catalog, CatalogError, check_model_path, relative_to_models
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "workflows" / "requests" / "sd3-glasshouse-rooftop-supper-club.json"
@@ -128,7 +128,7 @@ def test_response_models():
 
 
 def test_require_names_the_parameter_and_the_way_out(tmp_path):
-    from imageinference.schema.errors import ContractError
+    from imageinference.contract.errors import ContractError
 
     cat = Catalog.load(tmp_path / "none.json")
     assert cat.require("runware:504@1", "hiresFix.model", ("upscaler",)).kind == "upscaler"

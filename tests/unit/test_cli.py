@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from imageinference.cli import build_parser, main
+from imageinference.commands.cli import build_parser, main
 
 
 def run_cli(*args, env=None):

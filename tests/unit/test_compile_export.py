@@ -9,12 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imageinference.catalog import Catalog
-from imageinference.compiler import compile_request
-from imageinference.exporter import canonical_export, export_prompt, file_reader
-from imageinference.samplers.schedulers import SCHEDULER_NAMES
-from imageinference.schema.errors import ContractError
-from imageinference.schema.validate import validate_task
+from imageinference.contract.errors import ContractError
+from imageinference.contract.validate import validate_task
+from imageinference.engines.models.catalog import Catalog
+from imageinference.engines.samplers.schedulers import SCHEDULER_NAMES
+from imageinference.interop.compiler import compile_request
+from imageinference.interop.exporter import canonical_export, export_prompt, file_reader
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUESTS = sorted((ROOT / "workflows" / "requests").glob("*.json"))

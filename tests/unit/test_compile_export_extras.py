@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_compile_export import catalog, compilable_requests, round_trip, window  # noqa: F401 (fixture)
 
-from imageinference.compiler import compile_request
-from imageinference.exporter import export_prompt
-from imageinference.schema.errors import ContractError
+from imageinference.contract.errors import ContractError
+from imageinference.interop.compiler import compile_request
+from imageinference.interop.exporter import export_prompt
 
 UUID = "0b5e4c1a-2d3f-4a6b-8c9d-0e1f2a3b4c5d"
 SD15 = ("test:sd15@1", "civitai:4384@128713")

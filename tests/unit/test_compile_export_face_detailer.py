@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_compile_export import catalog, compilable_requests, core_graph, round_trip, words  # noqa: F401 (fixture)
 
-from imageinference.catalog import Catalog
-from imageinference.compiler import compile_request
-from imageinference.exporter import canonical_export, export_prompt
+from imageinference.engines.models.catalog import Catalog
+from imageinference.interop.compiler import compile_request
+from imageinference.interop.exporter import canonical_export, export_prompt
 
 UUID = "0b5e4c1a-2d3f-4a6b-8c9d-0e1f2a3b4c5d"
 BASE = {"taskType": "imageInference", "taskUUID": UUID, "model": "runware:5@1", "positivePrompt": "a portrait",

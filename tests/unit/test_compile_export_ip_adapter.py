@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_compile_export import IMG, UUID, catalog, compilable_requests, round_trip  # noqa: F401 (fixture)
 
-from imageinference.compiler import compile_request
-from imageinference.exporter import export_prompt, file_reader
-from imageinference.ipadapter.options import COMBINE_METHODS, EMBED_SCALINGS, WEIGHT_TYPES
-from imageinference.schema.errors import ContractError
+from imageinference.contract.errors import ContractError
+from imageinference.engines.ipadapter.options import COMBINE_METHODS, EMBED_SCALINGS, WEIGHT_TYPES
+from imageinference.interop.compiler import compile_request
+from imageinference.interop.exporter import export_prompt, file_reader
 
 ROOT = Path(__file__).resolve().parents[2]
 URL = "https://example.com/guide.png"

@@ -8,12 +8,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_compile_export import IMG, UUID, compilable_requests, round_trip
 
-from imageinference.catalog import Catalog
-from imageinference.compiler import compile_request
-from imageinference.exporter import canonical_export, export_prompt
+from imageinference.contract.errors import ContractError
+from imageinference.contract.request import WATERMARK_POSITIONS
+from imageinference.engines.models.catalog import Catalog
+from imageinference.interop.compiler import compile_request
+from imageinference.interop.exporter import canonical_export, export_prompt
 from imageinference.interop.registry import handled_fields
-from imageinference.schema.errors import ContractError
-from imageinference.schema.request import WATERMARK_POSITIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,7 +149,7 @@ def test_generated_requests_with_both_fields_round_trip(catalog, req):
 
 
 def test_layer_diffuse_false_is_the_default_and_round_trips(catalog):
-    from imageinference.schema.validate import validate_task
+    from imageinference.contract.validate import validate_task
 
     if "layerDiffuse" in validate_task(base(layerDiffuse=False)).to_json():
         pytest.skip("the contract keeps `layerDiffuse: false` (normalize.py should drop it like hiresFix: false)")

@@ -7,10 +7,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_compile_export import IMG, UUID, catalog, compilable_requests, round_trip  # noqa: F401  (fixture)
 
-from imageinference.compiler import compile_request
-from imageinference.exporter import canonical_export, export_prompt, file_reader
-from imageinference.pulid.stack import DEFAULT_PULID
-from imageinference.schema.errors import ContractError
+from imageinference.contract.errors import ContractError
+from imageinference.engines.pulid.stack import DEFAULT_PULID
+from imageinference.interop.compiler import compile_request
+from imageinference.interop.exporter import canonical_export, export_prompt, file_reader
 
 FLUX = "rundiffusion:130@100"
 

@@ -4,8 +4,8 @@ import copy
 
 import pytest
 
-from imageinference.schema.errors import ContractError
-from imageinference.schema.validate import validate_task
+from imageinference.contract.errors import ContractError
+from imageinference.contract.validate import validate_task
 
 UUID = "cc58c87f-bc7a-450e-a897-0e25a60e1cb2"
 IMG = "59a2edc2-45e6-429f-be5f-7ded59b92046"

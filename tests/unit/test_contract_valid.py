@@ -7,10 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imageinference.samplers.schedulers import SCHEDULER_NAMES
-from imageinference.schema.air import AIRError, canonical_air, parse_air
-from imageinference.schema.errors import ContractError
-from imageinference.schema.validate import validate_payload, validate_task
+from imageinference.contract.air import AIRError, canonical_air, parse_air
+from imageinference.contract.errors import ContractError
+from imageinference.contract.validate import validate_payload, validate_task
+from imageinference.engines.samplers.schedulers import SCHEDULER_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_EXAMPLES = ("clockwork-orchard-parade", "glasshouse-rooftop-supper-club", "subterranean-fossil-cathedral-expedition",
@@ -193,8 +193,8 @@ def test_benchmark_request_uses_every_feature_and_is_valid():
 
 @pytest.mark.parametrize("name", ["txt2img", "img2img", "inpaint", "controlnet", "outpaint", "hiresfix"])
 def test_example_requests_are_valid_and_match_their_graphs(name):
-    from imageinference.compiler import compile_request
-    from imageinference.examples import example_request
+    from imageinference.interop.compiler import compile_request
+    from imageinference.interop.examples import example_request
 
     req = example_request(name)
     canonical = validate_task(req).to_json()

@@ -2,9 +2,9 @@
 
 import pytest
 
-from imageinference.cache.deepcache import Branch, DeepCacheConfig, branch_for, cached_steps
-from imageinference.cache.policy import SkipLedger
-from imageinference.samplers.windows import StepWindow
+from imageinference.engines.cache.deepcache import Branch, DeepCacheConfig, branch_for, cached_steps
+from imageinference.engines.cache.policy import SkipLedger
+from imageinference.engines.samplers.windows import StepWindow
 
 SD15 = (12, 12)  # ComfyUI's SD1.5 UNet: 12 input blocks, a middle block, 12 output blocks
 SDXL = (9, 9)

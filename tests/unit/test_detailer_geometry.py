@@ -5,7 +5,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from imageinference.detailer.geometry import (
+from imageinference.engines.detailer.geometry import (
     Box,
     Detection,
     Rect,

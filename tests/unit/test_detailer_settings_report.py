@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from imageinference.detailer.geometry import Rect
-from imageinference.detailer.report import ImageReport, detections_json, nothing_detected_warnings
-from imageinference.detailer.settings import detailer_settings
-from imageinference.schema.errors import ContractError
-from imageinference.schema.validate import validate_task
+from imageinference.contract.errors import ContractError
+from imageinference.contract.validate import validate_task
+from imageinference.engines.detailer.geometry import Rect
+from imageinference.engines.detailer.report import ImageReport, detections_json, nothing_detected_warnings
+from imageinference.engines.detailer.settings import detailer_settings
 
 GOOD = {"confidence": 0.5, "maskPadding": 5, "maskBlur": 5, "inpaintSize": 1024, "steps": 20, "CFGScale": 8.0,
         "strength": 0.3}

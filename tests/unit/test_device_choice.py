@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from imageinference.comfy_server import ComfyServer, choose_device
+from imageinference.comfyui.server_process import ComfyServer, choose_device
 
 
 def fake_python(tmp_path, output, code=0):
@@ -49,7 +49,7 @@ def test_a_server_started_without_a_device_chooses_one(tmp_path):
 
 
 def test_info_says_where_a_run_computes():
-    from imageinference.info import format_info
+    from imageinference.commands.info import format_info
 
     info = {"version": "0", "comfyui": {"found": True, "path": "/c", "version": "0.8.0"}, "nodes": [],
             "device": "CPU: torch finds no CUDA, XPU or MPS device"}

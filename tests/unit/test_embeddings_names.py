@@ -2,7 +2,7 @@
 
 import pytest
 
-from imageinference.embeddings.names import (
+from imageinference.engines.embeddings.names import (
     NamedEmbedding,
     Rewriter,
     check_names,

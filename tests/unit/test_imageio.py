@@ -11,14 +11,14 @@ import uuid
 import pytest
 from PIL import Image
 
-from imageinference.imageio.decode import decode_image_string
-from imageinference.imageio.deliver import deliver
-from imageinference.imageio.encode import encode_image, read_metadata
-from imageinference.imageio.fetch import FetchError, fetch_bytes
-from imageinference.imageio.limits import Limits
-from imageinference.imageio.store import ImageStore
-from imageinference.samplers.seeds import SEED_MAX, result_seeds
-from imageinference.schema.errors import ContractError
+from imageinference.contract.errors import ContractError
+from imageinference.engines.imageio.decode import decode_image_string
+from imageinference.engines.imageio.deliver import deliver
+from imageinference.engines.imageio.encode import encode_image, read_metadata
+from imageinference.engines.imageio.fetch import FetchError, fetch_bytes
+from imageinference.engines.imageio.limits import Limits
+from imageinference.engines.imageio.store import ImageStore
+from imageinference.engines.samplers.seeds import SEED_MAX, result_seeds
 
 
 def png_bytes(w=16, h=8, color=(10, 200, 30)):
@@ -61,7 +61,7 @@ def test_only_globally_routable_addresses_are_fetched(url):
 
 
 def test_public_address_rule_looks_inside_ipv6_forms():
-    from imageinference.imageio.fetch import is_public_address
+    from imageinference.engines.imageio.fetch import is_public_address
 
     assert is_public_address("8.8.8.8") and is_public_address("2606:4700:4700::1111")
     assert is_public_address("2002:808:808::1")  # 6to4 of 8.8.8.8
@@ -253,7 +253,7 @@ def test_the_graph_is_embedded_as_core_saveimage_does(fmt):
         exif = img.getexif()
         assert exif[0x0110] == "prompt:" + json.dumps(prompt)
         assert exif[0x010F] == "workflow:" + json.dumps(workflow)
-    from imageinference.imageio.encode import read_graph
+    from imageinference.engines.imageio.encode import read_graph
 
     assert read_graph(data) == {"prompt": prompt, "workflow": workflow}
     assert read_metadata(data) == {"seed": 5}

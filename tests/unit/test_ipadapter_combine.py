@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from imageinference.ipadapter.combine import combine, combines_uncond
+from imageinference.engines.ipadapter.combine import combine, combines_uncond
 
 
 @pytest.fixture

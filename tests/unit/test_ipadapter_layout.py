@@ -3,7 +3,7 @@ model. SDXL has no tiny model here, so its layouts are checked on the real key l
 
 import pytest
 
-from imageinference.ipadapter.layout import (
+from imageinference.engines.ipadapter.layout import (
     KNOWN_ADAPTERS,
     FluxFacts,
     LayoutError,

@@ -2,7 +2,9 @@
 
 import pytest
 
-from imageinference.ipadapter.options import (
+from imageinference.contract.request import WEIGHT_TYPES as CONTRACT_WEIGHT_TYPES
+from imageinference.contract.request import IpAdapter
+from imageinference.engines.ipadapter.options import (
     SD15_BLOCKS,
     SDXL_BLOCKS,
     WEIGHT_TYPES,
@@ -12,8 +14,6 @@ from imageinference.ipadapter.options import (
     embed_scaling,
     option_issues,
 )
-from imageinference.schema.request import WEIGHT_TYPES as CONTRACT_WEIGHT_TYPES
-from imageinference.schema.request import IpAdapter
 
 W, WC = 0.8, 0.5
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from imageinference.layerdiffuse.sizes import size_errors
-from imageinference.schema.errors import ContractError
-from imageinference.schema.validate import validate_task
+from imageinference.contract.errors import ContractError
+from imageinference.contract.validate import validate_task
+from imageinference.engines.layerdiffuse.sizes import size_errors
 
 UUID = "0b5e4c1a-2d3f-4a6b-8c9d-0e1f2a3b4c5d"
 

@@ -38,28 +38,50 @@ def modules_under(sub: str) -> list[Path]:
     return sorted((PACKAGE / sub).rglob("*.py"))
 
 
+def test_the_package_root_holds_only_layer_folders():
+    loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert not loose, f"modules at the package root belong in a layer folder: {loose}"
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"} == set(LAYERS) | {
+        "testing", "data"}
+
+
 def test_the_contract_imports_nothing_but_itself():
-    for path in modules_under("schema"):
-        outside = {m for m in pack_imports(path) if not m.startswith("imageinference.schema")}
+    for path in modules_under("contract"):
+        outside = {m for m in pack_imports(path) if not m.startswith("imageinference.contract")}
         assert not outside, f"{path.name} imports {outside}"
 
 
-ENGINES = ("samplers", "cache", "prompting", "imageio", "models", "detailer", "pulid", "layerdiffuse", "watermark",
-           "ipadapter", "interop")
-UPPER = ("imageinference.nodes", "imageinference.server", "imageinference.cli", "imageinference.graph_cli",
-         "imageinference.contract_cli", "imageinference.calibrate_cli", "imageinference.entrypoint")
+# bottom up; a module may import its own layer and the layers below it, never one above
+LAYERS = ("contract", "engines", "interop", "comfyui", "server", "commands")
 
 
-@pytest.mark.parametrize("engine", [e for e in ENGINES if (PACKAGE / e).is_dir()])
-def test_engines_never_reach_up(engine):
-    for path in modules_under(engine):
-        up = {m for m in pack_imports(path) if m.startswith(UPPER)}
-        assert not up, f"{engine}/{path.name} imports {up}"
+# what ComfyUI calls: it registers the nodes and mounts the server's routes, so it alone may reach up
+COMPOSITION_ROOT = PACKAGE / "comfyui" / "entrypoint.py"
 
 
-@pytest.mark.parametrize("module", ["imageinference.cache.build", "imageinference.cache.config",
-                                    "imageinference.schema.validate", "imageinference.compiler",
-                                    "imageinference.exporter"])
+@pytest.mark.parametrize("layer", LAYERS)
+def test_no_import_runs_upward(layer):
+    above = tuple(f"imageinference.{name}" for name in LAYERS[LAYERS.index(layer) + 1:])
+    for path in modules_under(layer):
+        if path == COMPOSITION_ROOT:
+            continue
+        up = {m for m in pack_imports(path) if m.startswith(above)}
+        assert not up, f"{path.relative_to(PACKAGE)} imports {up}"
+
+
+def test_nodes_and_server_routes_never_import_each_other():
+    tops = ("imageinference.comfyui.nodes", "imageinference.server")
+    for top in tops:
+        sub = top.removeprefix("imageinference.").replace(".", "/")
+        others = tuple(t for t in tops if t != top)
+        for path in modules_under(sub):
+            reached = {m for m in pack_imports(path) if m.startswith(others)}
+            assert not reached, f"{path.relative_to(PACKAGE)} imports {reached}"
+
+
+@pytest.mark.parametrize("module", ["imageinference.engines.cache.build", "imageinference.engines.cache.config",
+                                    "imageinference.contract.validate", "imageinference.interop.compiler",
+                                    "imageinference.interop.exporter"])
 def test_pure_modules_do_not_import_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules or 'comfy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -68,4 +90,4 @@ def test_pure_modules_do_not_import_torch(module):
 
 def test_seed_bound_is_defined_once():
     defining = [p for p in PACKAGE.rglob("*.py") if "SEED_MAX =" in p.read_text()]
-    assert [p.relative_to(PACKAGE).as_posix() for p in defining] == ["schema/request.py"]
+    assert [p.relative_to(PACKAGE).as_posix() for p in defining] == ["contract/request.py"]

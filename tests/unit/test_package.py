@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_import_does_not_pull_torch_or_comfy():
-    code = ("import sys, imageinference, imageinference.cli, imageinference.samplers.schedulers; "
+    code = ("import sys, imageinference, imageinference.commands.cli, imageinference.engines.samplers.schedulers; "
             "print(sorted(m for m in ('torch', 'comfy', 'comfy_api', 'nodes') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

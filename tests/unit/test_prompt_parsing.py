@@ -24,7 +24,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imageinference.prompting.parse import (
+from imageinference.contract.errors import ContractError
+from imageinference.engines.prompting.parse import (
     MAX_DEPTH,
     MAX_WEIGHT,
     Blend,
@@ -34,7 +35,6 @@ from imageinference.prompting.parse import (
     parse_prompt,
     parse_sd_embeds,
 )
-from imageinference.schema.errors import ContractError
 
 DATA = Path(__file__).parent / "data"
 P, M = 1.1, 0.9  # compel: x1.1 per "+", x0.9 per "-"
@@ -470,7 +470,7 @@ def test_comfyui_still_reads_each_difference_as_recorded(text, comfy, why, comfy
 @pytest.fixture(scope="module")
 def comfy_token_weights():
     """ComfyUI's own weight parser, read from its source (its module imports torch; these functions do not)."""
-    from imageinference.comfy_env import comfyui_path
+    from imageinference.comfyui.env import comfyui_path
 
     source = comfyui_path() / "comfy" / "sd1_clip.py"
     if not source.is_file():

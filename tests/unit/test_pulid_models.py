@@ -10,10 +10,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from imageinference.pulid import align  # noqa: E402
-from imageinference.pulid.eva_clip import HIDDEN_FROM, EvaVisionTower, rope_tables, rotate_pairs  # noqa: E402
-from imageinference.pulid.idformer import IDFormer, cross_attention_layers, split_pulid  # noqa: E402
-from imageinference.pulid.imaging import vision_input, warp  # noqa: E402
+from imageinference.engines.pulid import align  # noqa: E402
+from imageinference.engines.pulid.eva_clip import HIDDEN_FROM, EvaVisionTower, rope_tables, rotate_pairs  # noqa: E402
+from imageinference.engines.pulid.idformer import IDFormer, cross_attention_layers, split_pulid  # noqa: E402
+from imageinference.engines.pulid.imaging import vision_input, warp  # noqa: E402
 from imageinference.testing import tiny_pulid  # noqa: E402
 
 
@@ -203,7 +203,7 @@ def test_vision_input_is_grey_resized_and_clip_normalised():
 # ---------------------------------------------------------------- ONNX parts
 
 def test_tiny_detector_finds_its_face_in_image_pixels(files):
-    from imageinference.pulid.onnx_models import FaceDetector
+    from imageinference.engines.pulid.onnx_models import FaceDetector
 
     det = FaceDetector(str(files / tiny_pulid.rel("scrfd")))
     rgb = (tiny_pulid.face_image(320)[0].numpy() * 255).astype(np.uint8)[:200]  # 320 wide, 200 high
@@ -218,7 +218,7 @@ def test_tiny_detector_finds_its_face_in_image_pixels(files):
 def test_recognizer_matches_the_onnx_reference_evaluator(files):
     from onnx.reference import ReferenceEvaluator
 
-    from imageinference.pulid.onnx_models import FaceRecognizer
+    from imageinference.engines.pulid.onnx_models import FaceRecognizer
 
     path = str(files / tiny_pulid.rel("arcface"))
     rec = FaceRecognizer(path)

@@ -8,18 +8,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imageinference.catalog import Catalog, Entry
-from imageinference.pulid import align, detect
-from imageinference.pulid.idcache import LRU, FileStamp, content_key
-from imageinference.pulid.schedule import Slot, StartStep, ca_slots, identity_active
-from imageinference.pulid.stack import (
+from imageinference.contract.errors import ContractError
+from imageinference.engines.models.catalog import Catalog, Entry
+from imageinference.engines.pulid import align, detect
+from imageinference.engines.pulid.idcache import LRU, FileStamp, content_key
+from imageinference.engines.pulid.schedule import Slot, StartStep, ca_slots, identity_active
+from imageinference.engines.pulid.stack import (
     DEFAULT_ENCODERS,
     DEFAULT_PULID,
     Missing,
     missing_files_error,
     stack_entries,
 )
-from imageinference.schema.errors import ContractError
 
 # ---------------------------------------------------------------- placement
 

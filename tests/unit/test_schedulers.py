@@ -1,6 +1,6 @@
 import pytest
 
-from imageinference.samplers.schedulers import SCHEDULER_NAMES, SCHEDULERS, lookup
+from imageinference.engines.samplers.schedulers import SCHEDULER_NAMES, SCHEDULERS, lookup
 
 # The 75 values in schema order, as listed by the API reference (§4) and both seed pages ("75 values").
 DOCUMENTED = """DDIM|DDIMScheduler|DDPMScheduler|DEISMultistepScheduler|Default|DPM++|DPM++ 2M|DPM++ 2M Beta|

@@ -1,6 +1,6 @@
 """`python -m imageinference info` names the endpoint's path and who may use it."""
 
-from imageinference.info import endpoint_info, format_info
+from imageinference.commands.info import endpoint_info, format_info
 from imageinference.server.config import API_KEY_ENV, BASE_PATH
 
 

@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from imageinference.compiler import NODE
-from imageinference.imageio.store import ImageStore
+from imageinference.engines.imageio.store import ImageStore
+from imageinference.interop.compiler import NODE
 from imageinference.server.config import BASE_PATH, EndpointConfig
 from imageinference.server.delivery import WebhookWorker
 from imageinference.server.lifecycle import TaskTracker

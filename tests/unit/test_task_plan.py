@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from imageinference.compiler import NODE, compile_request
-from imageinference.schema.errors import ApiError, ContractError
+from imageinference.contract.errors import ApiError, ContractError
+from imageinference.interop.compiler import NODE, compile_request
 from imageinference.server.plan import errors_from_execution, errors_from_rejection, plan_task, result_item
 
 UUID = "0b9a4b8e-7e53-4c1c-9b0e-3f2f1c1d2e3f"

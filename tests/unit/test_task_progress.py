@@ -9,8 +9,8 @@ processing. Other nodes' progress (hires pass, detailer, …) and other prompts'
 import asyncio
 import json
 
-from imageinference.compiler import NODE
-from imageinference.imageio.store import ImageStore
+from imageinference.engines.imageio.store import ImageStore
+from imageinference.interop.compiler import NODE
 from imageinference.server.config import EndpointConfig
 from imageinference.server.delivery import WebhookWorker
 from imageinference.server.lifecycle import TaskTracker

@@ -7,9 +7,9 @@ import json
 import pytest
 from PIL import Image
 
-from imageinference.catalog import Catalog
-from imageinference.imageio.limits import Limits
-from imageinference.imageio.store import ImageStore
+from imageinference.engines.imageio.limits import Limits
+from imageinference.engines.imageio.store import ImageStore
+from imageinference.engines.models.catalog import Catalog
 from imageinference.server.search import model_search
 from imageinference.server.uploads import stored_filename, upload_image
 

@@ -7,11 +7,17 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from imageinference.schema.errors import ContractError
-from imageinference.schema.request import WATERMARK_POSITIONS
-from imageinference.schema.validate import validate_task
-from imageinference.watermark.render import apply_watermark, composite, mark_tile, position, render_layer
-from imageinference.watermark.spec import WatermarkSpec, parse_watermark
+from imageinference.contract.errors import ContractError
+from imageinference.contract.request import WATERMARK_POSITIONS
+from imageinference.contract.validate import validate_task
+from imageinference.engines.watermark.render import (
+    apply_watermark,
+    composite,
+    mark_tile,
+    position,
+    render_layer,
+)
+from imageinference.engines.watermark.spec import WatermarkSpec, parse_watermark
 
 W, H = 320, 224
 UUID = "0b5e4c1a-2d3f-4a6b-8c9d-0e1f2a3b4c5d"
@@ -106,7 +112,7 @@ def test_rgba_images_get_the_mark_over_their_alpha():
 
 def test_composite_over_semi_transparent_pixels_is_porter_duff_over():
     img = np.array([[[0.2, 0.4, 0.6, 0.5]]], np.float32)
-    from imageinference.watermark.render import MarkLayer
+    from imageinference.engines.watermark.render import MarkLayer
 
     layer = MarkLayer(np.array([[[1.0, 0.0, 0.0]]], np.float32), np.array([[0.25]], np.float32), (0, 0, 1, 1))
     out = composite(img, layer)[0, 0]

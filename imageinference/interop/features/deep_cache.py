@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...cache.fields import WINDOW_FIELDS
+from ...engines.cache.fields import WINDOW_FIELDS
 from ..graph import GraphBuilder
 from ..registry import ExportContext, Feature, NodeExport
 

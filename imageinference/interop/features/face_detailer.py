@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...detailer.fields import DEFAULT_DETECTOR, NODE_CLASS, PROMPTS, SETTINGS
-from ...samplers.schedulers import SCHEDULER_NAMES, lookup
+from ...engines.detailer.fields import DEFAULT_DETECTOR, NODE_CLASS, PROMPTS, SETTINGS
+from ...engines.samplers.schedulers import SCHEDULER_NAMES, lookup
 from ..graph import GraphBuilder
 from ..registry import ExportContext, Feature, NodeExport, node_exports
 

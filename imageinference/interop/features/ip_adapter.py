@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ...catalog import TYPED_IN, Catalog, CatalogError, chosen_air
-from ...ipadapter.layout import BASE_NAMES, KNOWN_ADAPTERS, family_of, fits_architecture
-from ...ipadapter.options import Family, option_issues
-from ...schema.architectures import profile_for
-from ...schema.errors import ApiError, ContractError, code_for
+from ...contract.architectures import profile_for
+from ...contract.errors import ApiError, ContractError, code_for
+from ...engines.ipadapter.layout import BASE_NAMES, KNOWN_ADAPTERS, family_of, fits_architecture
+from ...engines.ipadapter.options import Family, option_issues
+from ...engines.models.catalog import TYPED_IN, Catalog, CatalogError, chosen_air
 from ..graph import GraphBuilder
 from ..registry import ExportContext, Feature, NodeExport
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ...catalog import TYPED_IN
-from ...schema.errors import ContractError
+from ...contract.errors import ContractError
+from ...engines.models.catalog import TYPED_IN
 from ..graph import GraphBuilder
 from ..registry import ExportContext, Feature, NodeExport
 from .ip_adapter import GUIDE_NODE, adapter_entry, check, load_catalog

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...schema.errors import ApiError, ContractError
+from ...contract.errors import ApiError, ContractError
 from ..graph import GraphBuilder
 from ..registry import ExportContext, Feature, NodeExport
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...catalog import TYPED_IN, chosen_air
-from ...pulid.stack import DEFAULT_PULID
+from ...engines.models.catalog import TYPED_IN, chosen_air
+from ...engines.pulid.stack import DEFAULT_PULID
 from ..graph import GraphBuilder
 from ..registry import ExportContext, Feature, NodeExport
 

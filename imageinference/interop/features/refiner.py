@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ...catalog import TYPED_IN, chosen_air
+from ...engines.models.catalog import TYPED_IN, chosen_air
 from ..graph import GraphBuilder
 from ..registry import ExportContext, Feature, NodeExport
 from .embeddings import CLASS as EMBEDDINGS

@@ -1,0 +1,1 @@
+"""The commands users type (`python -m imageinference ...`, the `imageinference` script)."""
