@@ -11,7 +11,7 @@ from typing import Any
 
 from ..contract.errors import ApiError, ContractError, code_for
 from ..contract.validate import validate_task
-from ..engines.cache.fields import CACHE_FIELDS, WINDOW_FIELDS
+from ..engines.cache.fields import CACHE_FIELDS
 from ..engines.models.catalog import TYPED_IN
 from .graph import GraphBuilder
 from .registry import handled_fields, run_stage
@@ -26,9 +26,8 @@ DELIVERY = ("webhookURL", "uploadEndpoint")
 """Delivery, not a graph concept: the imageInference endpoint (/imageinference/v1) removes them before compiling
 and delivers itself; anything else that compiles a request with them is told so."""
 
-NODE = {"loader": "1", "lora": "2", "prompt": "3", "sampler": "4", "output": "5", "seed": "6", "mask": "7",
-        "outpaint": "10", "hires": "11", "cache": "12"}
-CONTROLNET_BASE = 20  # controlNet[i] -> guide image node 20+2i, apply node 21+2i
+NODE = {"loader": "1", "prompt": "3", "sampler": "4", "output": "5", "seed": "6", "mask": "7"}
+"""The core's node ids; each feature of interop/features/ names its own."""
 SWITCHES = (*CACHE_FIELDS, "deepCache")
 
 
@@ -77,35 +76,13 @@ def compile_request(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     g = GraphBuilder()
     g.add(NODE["loader"], "ImageInferenceModelLoader", {"model": TYPED_IN, "air": d["model"], "vae": d.get("vae", "")})
     g.model, g.clip, g.vae = g.ref(NODE["loader"], 0), g.ref(NODE["loader"], 1), g.ref(NODE["loader"], 2)
-    if d.get("lora"):
-        g.add(NODE["lora"], "ImageInferenceLoraStack", {"model": g.model, "clip": g.clip, "lora": json.dumps(d["lora"])})
-        g.model, g.clip = g.ref(NODE["lora"], 0), g.ref(NODE["lora"], 1)
-    run_stage("model", d, g)
-    acc = d.get("acceleratorOptions") or {}
-    for switch, (class_type, threshold) in CACHE_FIELDS.items():
-        if acc.get(switch):
-            cache_inputs: dict[str, Any] = {"model": g.model, threshold: acc[threshold],
-                                            "cacheMaxConsecutiveSteps": acc["cacheMaxConsecutiveSteps"]}
-            cache_inputs.update({k: acc.get(k, -1) for k in WINDOW_FIELDS})
-            if switch == "dbCache":
-                cache_inputs["dbCacheSkipInterval"] = acc["dbCacheSkipInterval"]
-            g.add(NODE["cache"], class_type, cache_inputs)
-            g.model = g.ref(NODE["cache"], 0)
+    run_stage("model", d, g)  # LoRA stack first, step caches last
     run_stage("clip", d, g)
     g.add(NODE["prompt"], "ImageInferencePrompt", {
         "clip": g.clip, "positivePrompt": d["positivePrompt"], "negativePrompt": d.get("negativePrompt", ""),
         "promptWeighting": d.get("promptWeighting", "none"), "clipSkip": d.get("clipSkip", -1)})
     g.positive, g.negative = g.ref(NODE["prompt"], 0), g.ref(NODE["prompt"], 1)
-    for i, cn in enumerate(d.get("controlNet") or []):
-        guide, apply = CONTROLNET_BASE + 2 * i, CONTROLNET_BASE + 2 * i + 1
-        g.add(guide, "ImageInferenceLoadImage", {"image": cn["guideImage"], "role": "guideImage"})
-        g.add(apply, "ImageInferenceControlNet", {
-            "positive": g.positive, "negative": g.negative, "guideImage": g.ref(guide), "model": TYPED_IN,
-            "air": cn["model"], "weight": cn["weight"], "startStep": cn.get("startStep", -1),
-            "endStep": cn.get("endStep", -1), "startStepPercentage": cn.get("startStepPercentage", -1),
-            "endStepPercentage": cn.get("endStepPercentage", -1), "controlMode": cn["controlMode"], "vae": g.vae})
-        g.positive, g.negative = g.ref(apply, 0), g.ref(apply, 1)
-    run_stage("conditioning", d, g)
+    run_stage("conditioning", d, g)  # ControlNets first
     g.sampler = {
         "model": g.model, "vae": g.vae, "positive": g.positive, "negative": g.negative,
         "width": d["width"], "height": d["height"], "seed": d.get("seed", -1), "steps": d["steps"],
@@ -119,17 +96,7 @@ def compile_request(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if inputs.get("maskImage"):
         g.add(NODE["mask"], "ImageInferenceLoadImage", {"image": inputs["maskImage"], "role": "maskImage"})
         g.sampler["maskImage"] = g.ref(NODE["mask"], 1)
-    if d.get("outpaint"):
-        g.add(NODE["outpaint"], "ImageInferenceOutpaint", dict(d["outpaint"]))
-        g.sampler["outpaint"] = g.ref(NODE["outpaint"], 0)
-    if d.get("hiresFix") is not None:
-        h = d["hiresFix"]
-        g.add(NODE["hires"], "ImageInferenceHiresFix", {
-            "model": "true (defaults)" if h is True else h["model"],
-            "steps": 0 if h is True else h.get("steps", 0),
-            "strength": -1.0 if h is True else h.get("strength", -1.0), "upscaleFactor": "4"})
-        g.sampler["hiresFix"] = g.ref(NODE["hires"], 0)
-    run_stage("sampler", d, g)
+    run_stage("sampler", d, g)  # outpaint, hires fix, refiner, true CFG
     g.add(NODE["sampler"], "ImageInferenceSampler", g.sampler)
     g.image = g.ref(NODE["sampler"], 0)
     run_stage("image", d, g)

@@ -1,17 +1,18 @@
 """ComfyUI API prompt -> the canonical `imageInference` request for one final image (pure).
 
 Traces upstream from the node that makes the final image through this pack's nodes and the common core nodes
-(CheckpointLoaderSimple, UNETLoader, VAELoader, LoraLoader, CLIPTextEncode, CLIPSetLastLayer, EmptyLatentImage,
-EmptySD3LatentImage, KSampler, KSamplerAdvanced (full range), VAEEncode, VAEDecode, LoadImage,
-ControlNetLoader, ControlNetApplyAdvanced, SaveImage, PreviewImage). Model files map back to AIRs through the
-catalog. Whatever has no request equivalent is listed as "not exportable: node <id> (<type>): <why>", never
+(CheckpointLoaderSimple, UNETLoader, VAELoader, CLIPTextEncode, CLIPSetLastLayer, EmptyLatentImage,
+EmptySD3LatentImage, KSampler, KSamplerAdvanced (full range), VAEEncode, VAEDecode, LoadImage, SaveImage,
+PreviewImage). Every request concept beyond the core (LoRA, ControlNet, caches, hires fix, IP-Adapter, ...) is a
+feature of interop/features/: its module compiles it and exports its nodes (core LoraLoader and
+ControlNetApplyAdvanced included), and this tracer only walks the chains and calls them. Model files map back to
+AIRs through the catalog. Whatever has no request equivalent is listed as "not exportable: node <id> (<type>): <why>", never
 dropped silently; the request is still built from the rest.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import mimetypes
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from ..contract.validate import validate_task
-from ..engines.cache.fields import CACHE_FIELDS, WINDOW_FIELDS
 from ..engines.models.catalog import Catalog, chosen_air
 from ..engines.samplers.schedulers import SCHEDULERS
 from .percent_windows import SigmaOracle, active_steps
@@ -115,19 +115,6 @@ class _Tracer(ExportContext):
                 self.req["model"] = air
             if (inputs.get("vae") or "").strip():
                 self.req["vae"] = inputs["vae"].strip()
-        elif ct == "ImageInferenceLoraStack":
-            self.req["lora"] = json.loads(inputs.get("lora") or "[]") + self.req.get("lora", [])
-            self.model(inputs.get("model"))
-        elif ct == "LoraLoader":
-            if inputs.get("strength_model") != inputs.get("strength_clip"):
-                self.note(nid, node, "different model and CLIP strengths; `lora.weight` is one number")
-            air = self.air_for_file("loras", str(inputs.get("lora_name")), nid, node)
-            if air:
-                self.req["lora"] = [{"model": air, "weight": inputs.get("strength_model", 1.0)}] + self.req.get("lora", [])
-            self.model(inputs.get("model"))
-        elif ct in CACHE_NODES:
-            self.req["acceleratorOptions"] = cache_options(ct, inputs)
-            self.model(inputs.get("model"))
         elif ct == "CheckpointLoaderSimple":
             air = self.air_for_file("checkpoints", str(inputs.get("ckpt_name")), nid, node)
             if air:
@@ -176,12 +163,6 @@ class _Tracer(ExportContext):
             elif text:
                 self.req["negativePrompt"] = text
             self.clip(inputs.get("clip"))
-        elif ct in ("ImageInferenceControlNet", "ControlNetApplyAdvanced"):
-            if which == "positive":
-                entry = self.controlnet(nid, node)
-                if entry:
-                    self.req.setdefault("controlNet", []).insert(0, entry)
-            self.conditioning(inputs.get(which), which)
         elif feature := self.feature(ct, "conditioning"):
             if which == "positive":
                 feature.export(self, nid, node)
@@ -198,8 +179,8 @@ class _Tracer(ExportContext):
         if ct == "CLIPSetLastLayer":
             self.req["clipSkip"] = -int(inputs.get("stop_at_clip_layer", -1)) - 1
             self.clip(inputs.get("clip"))
-        elif ct in ("ImageInferenceLoraStack", "LoraLoader"):
-            pass  # traced on the model side
+        elif (found_model := self.exports.get(ct)) is not None and found_model.chain == "model":
+            pass  # a model-side node that patches the text encoder too (a LoRA): traced on the model side
         elif feature := self.feature(ct, "clip"):
             feature.export(self, nid, node)
             if feature.upstream:
@@ -207,34 +188,6 @@ class _Tracer(ExportContext):
         elif ct not in ("ImageInferenceModelLoader", "CheckpointLoaderSimple", "DualCLIPLoader", "CLIPLoader",
                         "TripleCLIPLoader"):
             self.note(nid, node, "changes the text encoder in a way the request cannot express")
-
-    def controlnet(self, nid: str, node: dict[str, Any]) -> dict[str, Any] | None:
-        inputs = node["inputs"]
-        guide = self.image_string(inputs.get("guideImage") if "guideImage" in inputs else inputs.get("image"),
-                                  "guide image")
-        if node["class_type"] == "ImageInferenceControlNet":
-            air = chosen_air(inputs.get("model"), inputs.get("air"))
-            entry: dict[str, Any] = {"model": air, "guideImage": guide, "weight": inputs.get("weight", 1.0),
-                                     "controlMode": inputs.get("controlMode", "balanced")}
-            for key in ("startStep", "endStep", "startStepPercentage", "endStepPercentage"):
-                if int(inputs.get(key, -1)) >= 0:
-                    entry[key] = int(inputs[key])
-        else:
-            loader = self.node(inputs.get("control_net"))
-            air = None
-            if loader and loader[1]["class_type"] == "ControlNetLoader":
-                air = self.air_for_file("controlnet", str(loader[1]["inputs"].get("control_net_name")), *loader)
-            entry = {"model": air, "guideImage": guide, "weight": inputs.get("strength", 1.0),
-                     "controlMode": "balanced"}
-            start, end = float(inputs.get("start_percent", 0.0)), float(inputs.get("end_percent", 1.0))
-            if start > 0 or end < 1:
-                window = self.percent_window(nid, node, start, end)
-                if window is None:
-                    return None
-                entry.update(window)
-        if entry["model"] is None or guide is None:
-            return None
-        return entry
 
     def percent_window(self, nid: str, node: dict[str, Any], start: float, end: float) -> dict[str, int] | None:
         """Core's sigma-fraction window as the steps it acts on under the traced KSampler, or None (noted)."""
@@ -283,20 +236,7 @@ class _Tracer(ExportContext):
                 self.req.setdefault("inputs", {})["maskImage"] = mask
                 if int(i.get("maskMargin", 0)):
                     self.req["maskMargin"] = int(i["maskMargin"])
-        if "outpaint" in i and (op := self.node(i["outpaint"])):
-            self.req["outpaint"] = {k: op[1]["inputs"][k] for k in ("top", "right", "bottom", "left", "blur")}
         self.options(i)
-        if "hiresFix" in i and (hf := self.node(i["hiresFix"])):
-            h = hf[1]["inputs"]
-            if h.get("model") == "true (defaults)":
-                self.req["hiresFix"] = True
-            else:
-                obj: dict[str, Any] = {"model": h["model"], "upscaleFactor": int(h.get("upscaleFactor", 4))}
-                if int(h.get("steps", 0)) > 0:
-                    obj["steps"] = int(h["steps"])
-                if float(h.get("strength", -1)) >= 0:
-                    obj["strength"] = float(h["strength"])
-                self.req["hiresFix"] = obj
 
     def core_sampler(self, nid: str, node: dict[str, Any]) -> Any:
         i = node["inputs"]
@@ -384,20 +324,6 @@ class _Tracer(ExportContext):
                     self.output(oid, dict(other, inputs=dict(other["inputs"], images=None)))
                     break
         self.image(i.get("images"))
-
-
-CACHE_NODES = {fields.class_type: (kind, fields.threshold) for kind, fields in CACHE_FIELDS.items()}
-
-
-def cache_options(class_type: str, inputs: dict[str, Any]) -> dict[str, Any]:
-    """A step-cache node's widgets as `acceleratorOptions` (-1 = a window field not set)."""
-    switch, threshold = CACHE_NODES[class_type]
-    out: dict[str, Any] = {switch: True, threshold: float(inputs[threshold]),
-                           "cacheMaxConsecutiveSteps": int(inputs["cacheMaxConsecutiveSteps"])}
-    if switch == "dbCache":
-        out["dbCacheSkipInterval"] = int(inputs["dbCacheSkipInterval"])
-    out.update({k: int(inputs[k]) for k in WINDOW_FIELDS if int(inputs.get(k, -1)) >= 0})
-    return out
 
 
 def output_nodes(prompt: dict[str, Any]) -> list[str]:

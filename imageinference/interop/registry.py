@@ -51,6 +51,10 @@ class ExportContext:
     def air_for_file(self, folder: str, name: str, nid: str, node: dict[str, Any]) -> str | None:
         raise NotImplementedError
 
+    def percent_window(self, nid: str, node: dict[str, Any], start: float, end: float) -> dict[str, int] | None:
+        """Core's sigma-fraction window as the steps it acts on under the traced sampler, or None (noted)."""
+        raise NotImplementedError
+
 
 CompileFn = Callable[[dict[str, Any], "GraphBuilder"], None]
 ExportFn = Callable[[ExportContext, str, dict[str, Any]], None]

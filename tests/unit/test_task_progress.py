@@ -11,6 +11,7 @@ import json
 
 from imageinference.engines.imageio.store import ImageStore
 from imageinference.interop.compiler import NODE
+from imageinference.interop.features.hires_fix import NODE as HIRES_NODE
 from imageinference.server.config import EndpointConfig
 from imageinference.server.delivery import WebhookWorker
 from imageinference.server.lifecycle import TaskTracker
@@ -168,7 +169,7 @@ def test_other_nodes_other_prompts_and_malformed_messages_do_not_count(tmp_path)
     async def scenario():
         h = Harness(tmp_path)
         first, second = await h.start(2)
-        h.progress_event(first, 19, 20, node=NODE["hires"])  # the hires pass's own sampler
+        h.progress_event(first, 19, 20, node=str(HIRES_NODE))  # the hires pass's own sampler
         h.progress_event(first, 19, 20, node=OUTPUT)
         h.progress_event("5f0e7c1e-0000-4000-8000-000000000000", 19, 20)  # a prompt of someone else
         for bad in ({"value": 3, "max": 0}, {"value": "3", "max": 20}, {"value": 3}):
