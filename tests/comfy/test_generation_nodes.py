@@ -202,3 +202,28 @@ def test_load_image_string_and_output_node(comfy, nodes_mod, sd15, tmp_path):
         assert read_metadata(stored.read_bytes())["request"] == {"model": "test:sd15@1"}
     with pytest.raises(ContractError):
         nodes_mod["output"].execute(images, "PNG", 80, "dataURI", 120, False, "[1]", "", "")
+
+
+@pytest.mark.parametrize("widget,text", [("request", "{not json"), ("request", "[1, 2]"), ("watermark", "{oops")])
+def test_malformed_request_or_watermark_widgets_are_contract_errors(nodes_mod, widget, text):
+    images = torch.zeros(1, 8, 8, 3)
+    with pytest.raises(ContractError) as info:
+        nodes_mod["output"].execute(images, "PNG", 80, "URL", 0, False, "[1]", "", **{widget: text})
+    assert info.value.parameters == [widget]
+
+
+def test_the_default_jpg_output_delivers_a_photo_sized_request(comfy, nodes_mod):
+    """Before the fix: `ValueError: EXIF data is too long` after sampling, for any request with a real image."""
+    from imageinference.comfyui.paths import image_store
+    from imageinference.engines.imageio.encode import read_metadata
+    from imageinference.testing.photos import as_base64, photo
+
+    seed_image = as_base64(photo(1024, seed=4))
+    request = {"model": "test:sd15@1", "inputs": {"seedImage": seed_image}}
+    images = torch.rand(2, 64, 64, 3)
+    body = json.loads(nodes_mod["output"].execute(images, "JPG", 95, "URL", 0, False, "[1, 2]", "",
+                                                  json.dumps(request)).result[0])
+    assert "warnings" not in body and len(body["data"]) == 2
+    embedded = read_metadata(image_store().find(body["data"][0]["imageUUID"]).read_bytes())
+    stored_seed = image_store().find(embedded["request"]["inputs"]["seedImage"])
+    assert stored_seed is not None and stored_seed.read_bytes() == base64.b64decode(seed_image)

@@ -12,10 +12,12 @@ from comfy_api.latest import io, ui
 from ...contract.errors import ApiError, ContractError
 from ...contract.images import UUID_ANY
 from ...contract.response import data_envelope
+from ...contract.validate import validate_task
 from ...engines.detailer.report import nothing_detected_warnings
 from ...engines.imageio.deliver import STORE_SUBFOLDER, deliver
 from ...engines.imageio.store import EXTENSIONS
 from ...engines.imageio.tensors import to_pil
+from ...engines.models.catalog import Catalog, CatalogError
 from ..paths import image_store, public_base_url
 from .common import CATEGORY, node_id
 
@@ -49,6 +51,43 @@ def seeds_of(text: str, count: int, task_uuid: str) -> tuple[list[int | None], l
     which = "any image" if len(missing) == count else f"image(s) {', '.join(map(str, missing))}"
     return seeds, [ApiError("unknownSeed", f"the graph does not give the seed of {which} (connect the sampler's "
                             "`seeds` output); `seed` is left out of those results", "seed", task_uuid=task_uuid)]
+
+
+def json_object(text: str, parameter: str, what: str) -> dict[str, Any] | None:
+    """An optional JSON object widget; anything else is the contract's error naming the input."""
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ContractError.single(f"invalid{parameter[0].upper()}{parameter[1:]}", f"'{parameter}' must be "
+                                   f"{what}: a JSON object ({exc})", parameter, "string") from None
+    if not isinstance(value, dict):
+        raise ContractError.single(f"invalid{parameter[0].upper()}{parameter[1:]}", f"'{parameter}' must be "
+                                   f"{what}: a JSON object, not {type(value).__name__}", parameter, "string")
+    return value
+
+
+def contract_warnings(request: dict[str, Any], task_uuid: str) -> list[ApiError]:
+    """What the contract accepts without effect in this request (ignoredNegativePrompt, ...): the same warnings
+    wherever the request came from, so every delivery path carries them."""
+    try:
+        return [w.with_task(task_uuid) for w in validate_task(request, Catalog.load()).warnings]
+    except (ContractError, CatalogError) as exc:
+        log.info("imageInference %s: the embedded request is not a valid request (%s); no contract warnings",
+                 task_uuid, exc)
+        return []
+
+
+PART_NAMES = {"workflow": "the frontend workflow", "prompt": "the API prompt", "request": "the request"}
+
+
+def left_out_warning(parts: list[str], output_format: str, task_uuid: str) -> ApiError:
+    names = ", ".join(PART_NAMES.get(p, p) for p in parts)
+    verb = "is" if len(parts) == 1 else "are"
+    return ApiError("metadataNotEmbedded", f"{names} did not fit in {output_format}'s metadata (one EXIF block of "
+                    f"64 KB) and {verb} not embedded in the files; the images are complete. Choose PNG or WEBP to "
+                    "embed everything", "outputFormat", task_uuid=task_uuid)
 
 
 class ImageInferenceOutput(io.ComfyNode):
@@ -129,11 +168,18 @@ class ImageInferenceOutput(io.ComfyNode):
         notes = parse_warnings(warnings, task_uuid) + notes + nothing_detected_warnings(detections, task_uuid)
         for note in notes:
             log.warning("imageInference %s: %s: %s", task_uuid, note.code, note.message)
-        canonical = json.loads(request) if request.strip() else None
-        applied = json.loads(watermark) if watermark.strip() else None
-        results = deliver([to_pil(img) for img in images], seed_list, task_uuid, image_store(), public_base_url(),
-                          outputType, outputFormat, outputQuality, ttl or None, includeCost, canonical, applied,
-                          cls.graph_metadata())
+        canonical = json_object(request, "request", "the canonical request JSON (the compiler and the Export node "
+                                "fill it)")
+        applied = json_object(watermark, "watermark", "the Watermark node's `watermark` output")
+        if canonical is not None:
+            notes = contract_warnings(canonical, task_uuid) + notes
+        delivered = deliver([to_pil(img) for img in images], seed_list, task_uuid, image_store(), public_base_url(),
+                            outputType, outputFormat, outputQuality, ttl or None, includeCost, canonical, applied,
+                            cls.graph_metadata())
+        results = delivered.results
+        if delivered.left_out:
+            notes.append(left_out_warning(delivered.left_out, outputFormat, task_uuid))
+            log.warning("imageInference %s: %s", task_uuid, notes[-1].message)
         text = json.dumps(data_envelope(results, notes))
         saved = [ui.SavedResult(f"{r.imageUUID}.{EXTENSIONS[outputFormat]}", STORE_SUBFOLDER, io.FolderType.output)
                  for r in results]

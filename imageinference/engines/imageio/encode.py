@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
@@ -25,31 +26,70 @@ PIL_NAMES = {"JPG": "JPEG", "PNG": "PNG", "WEBP": "WEBP"}
 PROMPT_TAG, FIRST_EXTRA_TAG = 0x0110, 0x010F  # EXIF Model, Make: where core ComfyUI puts the graph
 
 
+JPG_EXIF_LIMIT = 65_533
+"""JPG carries EXIF in one APP1 segment: at most 65,533 bytes (Pillow refuses more)."""
+
+
+@dataclass
+class Encoded:
+    data: bytes
+    left_out: list[str] = field(default_factory=list)
+    """Metadata parts that did not fit the format and were not embedded ("workflow", "prompt", "request")."""
+
+
 def encode_image(img: Image.Image, fmt: str, quality: int = 95, metadata: dict[str, Any] | None = None,
                  graph: dict[str, Any] | None = None) -> bytes:
     """`graph`: {"prompt": API prompt, plus the frontend's extra_pnginfo such as "workflow"}."""
+    return encode_fitted(img, fmt, quality, metadata, graph).data
+
+
+def encode_fitted(img: Image.Image, fmt: str, quality: int = 95, metadata: dict[str, Any] | None = None,
+                  graph: dict[str, Any] | None = None) -> Encoded:
+    """encode_image that never fails for the metadata's size: for JPG, whatever does not fit one EXIF block is left
+    out whole (graph parts first, the largest first; then the request; the image's seed and UUIDs always stay)
+    and named in `left_out`."""
     buf = io.BytesIO()
-    text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=True) if metadata is not None else None
     graph = {k: v for k, v in (graph or {}).items() if v is not None}
     if fmt == "PNG":
         info = PngInfo()
-        if text is not None:
-            info.add_text(METADATA_KEY, text)
+        if metadata is not None:
+            info.add_text(METADATA_KEY, _json(metadata))
         for key, value in graph.items():
             info.add_text(key, json.dumps(value))
         img.save(buf, "PNG", pnginfo=info, compress_level=4)
-        return buf.getvalue()
+        return Encoded(buf.getvalue())
     if fmt == "JPG" and img.mode not in ("RGB", "L"):
         img = img.convert("RGB")  # JPG has no alpha
+    left_out: list[str] = []
+    exif = _exif(metadata, graph)
+    while fmt == "JPG" and len(exif) > JPG_EXIF_LIMIT:
+        if graph:
+            key = max(graph, key=lambda k: len(json.dumps(graph[k])))
+            graph = {k: v for k, v in graph.items() if k != key}
+        elif metadata is not None and "request" in metadata:
+            metadata = {k: v for k, v in metadata.items() if k != "request"}
+            key = "request"
+        else:
+            break  # the seed and UUIDs alone always fit
+        left_out.append(key)
+        exif = _exif(metadata, graph)
+    img.save(buf, PIL_NAMES[fmt], quality=quality, exif=exif)
+    return Encoded(buf.getvalue(), left_out)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+
+
+def _exif(metadata: dict[str, Any] | None, graph: dict[str, Any]) -> bytes:
     exif = Image.Exif()
-    if text is not None:
-        exif[USER_COMMENT] = _ASCII + text.encode("ascii")
+    if metadata is not None:
+        exif[USER_COMMENT] = _ASCII + _json(metadata).encode("ascii")
     if "prompt" in graph:
         exif[PROMPT_TAG] = f"prompt:{json.dumps(graph['prompt'])}"
     for offset, key in enumerate(k for k in graph if k != "prompt"):
         exif[FIRST_EXTRA_TAG - offset] = f"{key}:{json.dumps(graph[key])}"
-    img.save(buf, PIL_NAMES[fmt], quality=quality, exif=exif.tobytes())
-    return buf.getvalue()
+    return exif.tobytes()
 
 
 def read_metadata(data: bytes) -> dict[str, Any] | None:
