@@ -59,9 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .calibrate import register as register_calibrate
     from .contract import register as register_contract
     from .graph import register as register_graph
+    from .models import register as register_models
 
     register_contract(sub)
     register_graph(sub)
+    register_models(sub)
     register_calibrate(sub)
     p = sub.add_parser("parse-prompt", help="show how a prompt is read: weighted fragments, blend/and, as JSON")
     p.add_argument("--syntax", required=True, choices=["compel", "sdEmbeds"], help="the promptWeighting syntax")

@@ -4,6 +4,8 @@ A JSON file the user owns (`IMAGEINFERENCE_CATALOG`, default `~/.config/imageinf
 over the entries the pack ships for well-known AIRs (`data/catalog_builtin.json`). File paths are relative to
 ComfyUI's models folder, as `<folder>/<file>` (e.g. `checkpoints/dreamshaper_8.safetensors`); a path that is
 absolute or climbs out with `..` is refused, so resolving an AIR can never escape the model folders.
+Where a file can be fetched from (`sources`, by model path) comes from the entry itself (written by `models pull`
+for Civitai AIRs) or from the built-in table of public files (`data/catalog_builtin.json`, top-level `sources`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 from ...contract.air import AIRError, canonical_air
 from ...contract.architectures import ARCHITECTURES
 from ...contract.errors import ContractError
+from .sources import Source, SourceError, parse_source
 
 KINDS = ("checkpoint", "diffusionModel", "textEncoder", "vae", "lora", "controlNet", "ipAdapter", "upscaler",
          "detector", "embedding", "pulid", "idEncoder", "styleModel")
@@ -62,8 +65,9 @@ class Entry:
     files: dict[str, Any]
     architecture: str | None = None
     name: str | None = None
-    source: str = "user"
+    source: str = "user"  # "builtin", "user", or "remote" (from Civitai's API, not yet in the user's file)
     options: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, Source] = field(default_factory=dict)
 
     def paths(self) -> list[str]:
         out: list[str] = []
@@ -79,6 +83,8 @@ class Entry:
             out["name"] = self.name
         if self.options:
             out["options"] = self.options
+        if self.sources:
+            out["sources"] = {rel: src.to_json() for rel, src in self.sources.items()}
         return out
 
 
@@ -108,22 +114,39 @@ def parse_entry(air: str, data: Any, source: str) -> Entry:
     options = data.get("options", {})
     if not isinstance(options, dict):
         raise CatalogError(f"{air}: 'options' must be an object")
-    return Entry(air, kind, clean, arch, name if isinstance(name, str) else None, source, options)
+    entry = Entry(air, kind, clean, arch, name if isinstance(name, str) else None, source, options)
+    return replace(entry, sources=parse_sources(data.get("sources", {}), f"{air}: "))
+
+
+def parse_sources(data: Any, where: str = "") -> dict[str, Source]:
+    """`{"<folder>/<file>": <source>}` (an entry's `sources`, or the built-in table)."""
+    if not isinstance(data, dict):
+        raise CatalogError(f"{where}'sources' must be an object of model paths")
+    out: dict[str, Source] = {}
+    for rel, value in data.items():
+        try:
+            out[check_model_path(rel)] = parse_source(rel, value)
+        except SourceError as exc:
+            raise CatalogError(f"{where}{exc}") from None
+    return out
 
 
 @dataclass
 class Catalog:
     entries: dict[str, Entry] = field(default_factory=dict)
     path: Path | None = None
+    known_sources: dict[str, Source] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path | None = None, builtin: bool = True) -> Catalog:
         cat = cls(path=path or catalog_path())
         if builtin:
             text = resources.files("imageinference").joinpath("data/catalog_builtin.json").read_text("utf-8")
-            for air, data in json.loads(text)["models"].items():
+            shipped = json.loads(text)
+            for air, data in shipped["models"].items():
                 entry = parse_entry(air, data, "builtin")
                 cat.entries[entry.air] = entry
+            cat.known_sources = parse_sources(shipped.get("sources", {}), "built-in catalog: ")
         if cat.path is not None and cat.path.is_file():
             try:
                 user = json.loads(cat.path.read_text("utf-8"))
@@ -143,9 +166,15 @@ class Catalog:
         except AIRError:
             return None
 
+    def source_for(self, entry: Entry, rel: str) -> Source | None:
+        """Where a file of an entry can be fetched: the entry's own source, else the built-in table's."""
+        return entry.sources.get(rel) or self.known_sources.get(rel)
+
     def require(self, air: str, parameter: str = "model", kinds: tuple[str, ...] = ()) -> Entry:
         """The entry for an AIR a request names, or the documented `unknownModel` error naming the parameter."""
         entry = self.get(air)
+        if entry is None:
+            entry = self._auto_pull_entry(air, parameter)
         if entry is None:
             raise ContractError.single(
                 "unknownModel", f"{air} is not in the model catalog ({self.path}); add it with "
@@ -157,6 +186,24 @@ class Catalog:
                 parameter, "string", kinds)
         return entry
 
+    def _auto_pull_entry(self, air: str, parameter: str) -> Entry | None:
+        """With IMAGEINFERENCE_AUTO_PULL=1, a Civitai AIR missing from the catalog is looked up on Civitai: the
+        entry comes back marked "remote"; the file is fetched (and the entry written) when it is first resolved."""
+        from .sources import Settings
+
+        try:
+            settings = Settings.from_env()
+            if not settings.auto_pull or not canonical_air(air).startswith("civitai:"):
+                return None
+        except (SourceError, AIRError):
+            return None
+        from .pull import PullError, remote_civitai_entry
+
+        try:
+            return remote_civitai_entry(air, settings, self.get(air))
+        except PullError as exc:
+            raise exc.contract_error(parameter) from None
+
     def architecture_of(self, air: str) -> str | None:
         entry = self.get(air)
         return entry.architecture if entry else None
@@ -165,18 +212,21 @@ class Catalog:
         """Add or replace a user entry and write the user's file atomically."""
         if self.path is None:
             raise CatalogError("no catalog file to write")
-        user: dict[str, Any] = {"version": 1, "models": {}}
-        if self.path.is_file():
-            user = json.loads(self.path.read_text("utf-8"))
-        user.setdefault("models", {})[entry.air] = entry.to_json()
+        from filelock import FileLock
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(user, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, self.path)
-        self.entries[entry.air] = Entry(entry.air, entry.kind, entry.files, entry.architecture, entry.name, "user",
-                                        entry.options)
+        # two processes may add entries at once (two pulls): read, change and replace under one lock
+        with FileLock(str(self.path) + ".lock"):
+            user: dict[str, Any] = {"version": 1, "models": {}}
+            if self.path.is_file():
+                user = json.loads(self.path.read_text("utf-8"))
+            user.setdefault("models", {})[entry.air] = entry.to_json()
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(user, fh, indent=2)
+                fh.write("\n")
+            os.replace(tmp, self.path)
+        self.entries[entry.air] = replace(entry, source="user")
 
 
 TYPED_IN = "(typed in below)"

@@ -1,4 +1,5 @@
-"""Catalog entries -> files on disk through ComfyUI's folder_paths (adapter). Never leaves the model folders."""
+"""Catalog entries -> files on disk through ComfyUI's folder_paths (adapter). Never leaves the model folders.
+A missing file is fetched first when IMAGEINFERENCE_AUTO_PULL=1 (comfy_pull.py), else it is `missingModelFile`."""
 
 from __future__ import annotations
 
@@ -24,9 +25,15 @@ def resolve_file(entry: Entry, rel: str, parameter: str) -> str:
                 path = candidate
                 break
     if path is None:
+        from .comfy_pull import auto_pull_enabled, pull_missing
+
+        if auto_pull_enabled():  # IMAGEINFERENCE_AUTO_PULL=1: fetch it now, with ComfyUI's progress bar
+            return pull_missing(entry, rel, parameter)
+    if path is None:
         raise ContractError.single(
             "missingModelFile",
             f"{entry.air} ({entry.kind}, catalog entry from {entry.source}: '{rel}') has no file '{name}' in the "
-            f"'{folder}' model folder(s): {', '.join(folders) or '(none configured)'}",
+            f"'{folder}' model folder(s): {', '.join(folders) or '(none configured)'} (fetch it with `python -m "
+            f"imageinference models pull {entry.air}`, or set IMAGEINFERENCE_AUTO_PULL=1)",
             parameter, "string")
     return path
