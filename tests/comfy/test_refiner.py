@@ -198,9 +198,7 @@ def test_the_graph_nodes_run_the_refiner_on_sd15_shapes(comfy, sd15):
     from imageinference.comfyui.nodes.image_inference import ImageInference
     from imageinference.comfyui.nodes.refiner import RefinerNode
 
-    schema = ImageInference.define_schema()
-    if "refiner" not in [i.id for i in schema.inputs]:
-        pytest.skip("the Image Inference node has no `refiner` input yet (integration pending in passes.py)")
+    assert "refiner" in [i.id for i in ImageInference.define_schema().inputs]
     model, _clip, vae, pos, neg = sd15
     args = dict(width=64, height=64, seed=5, steps=6, scheduler="Euler", CFGScale=5.0, numberResults=1,
                 strength=0.8, maskMargin=0)
