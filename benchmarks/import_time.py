@@ -14,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import write_results
+
 from imageinference.comfyui.env import comfyui_path
 from imageinference.comfyui.server_process import PACK_ROOT
 
@@ -61,6 +63,7 @@ def main(runs: int = 5) -> None:
     print(f"pack load: median {row['pack_median_s']} s over {runs} runs (empty V3 pack: "
           f"{row['empty_pack_median_s']} s); budget 0.3 s")
     print(json.dumps(row))
+    write_results("import_time", {k: v for k, v in row.items() if k != "benchmark"})
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import write_results
+
 
 def main(runs: int = 5, size: int = 128, steps: int = 8) -> None:
     from imageinference.comfyui.runtime import use_inprocess_comfyui
@@ -65,6 +67,7 @@ def main(runs: int = 5, size: int = 128, steps: int = 8) -> None:
     print(f"load + encode + sample + decode, {size}x{size}, {steps} steps, median of {runs}: core {row['core_median_s']} s, "
           f"pack {row['pack_median_s']} s (x{row['time_ratio_pack_over_core']}); pixels equal: {row['pixels_equal']}")
     print(json.dumps(row))
+    write_results("sampler_vs_core", {k: v for k, v in row.items() if k != "benchmark"})
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ import json
 import subprocess
 import sys
 
+from common import write_results
+
 CHILD = r"""
 import resource, sys, json, torch
 from imageinference.comfyui.runtime import use_inprocess_comfyui
@@ -42,6 +44,7 @@ def main() -> None:
     print(f"512->2048 upscale, peak RSS growth: 128-px tiles {row['tile_128_peak_growth_mib']} MiB, 256-px tiles "
           f"{row['tile_256_peak_growth_mib']} MiB, one tile {row['untiled_peak_growth_mib']} MiB")
     print(json.dumps(row))
+    write_results("upscale_memory", {k: v for k, v in row.items() if k != "benchmark"})
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import statistics
 import sys
 import time
 
+from common import write_results
+
 from imageinference.contract.validate import validate_task
 
 IMG = "59a2edc2-45e6-429f-be5f-7ded59b92046"
@@ -54,6 +56,7 @@ def main(runs: int = 500) -> None:
     print(f"every-feature request ({len(text)} bytes): json.loads {row['json_loads_us']} us, "
           f"json.loads + validate {row['validate_us']} us (x{row['ratio']}), median of {runs}")
     print(json.dumps(row))
+    write_results("validation_time", {k: v for k, v in row.items() if k != "benchmark"})
 
 
 if __name__ == "__main__":
