@@ -81,7 +81,8 @@ class Mirror:
     hf_files: dict[str, str] = field(default_factory=dict)  # "<repo>/<path>" -> storage key
     hf_etags: dict[str, str] = field(default_factory=dict)  # "<repo>/<path>" -> the sha256 the HEAD states
     gated: dict[str, str] = field(default_factory=dict)  # repo -> token that has accepted its licence
-    storage_base: str = ""  # where the download endpoint redirects (another Mirror's URL, or this one)
+    storage_base: str = ""  # where the download endpoint redirects (another server's URL, or this one)
+    cdn_base: str = ""  # where a Hub HEAD redirects (another server: Hub clients follow same-host redirects)
     log: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -191,7 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
         etag = self.mirror.hf_etags.get(f"{repo}/{file}", served.sha256)
         pointer = 1321
         self.send_response(302)
-        self.send_header("Location", f"{self.base}/cdn/{key}")
+        self.send_header("Location", f"{self.mirror.cdn_base or self.base}/cdn/{key}")
         self.send_header("X-Repo-Commit", HF_COMMIT)
         self.send_header("X-Linked-Etag", f'"{etag}"')
         self.send_header("X-Linked-Size", str(len(served.data)))

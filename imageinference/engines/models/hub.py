@@ -38,7 +38,8 @@ def _hub() -> Any:
 
 
 def _offline(hub: Any) -> bool:
-    constants = hub.constants
+    from huggingface_hub import constants
+
     check = getattr(constants, "is_offline_mode", None)
     return bool(check() if callable(check) else getattr(constants, "HF_HUB_OFFLINE", False))
 

@@ -79,6 +79,7 @@ def place(source: Path, target: Path, move: bool) -> None:
         return
     staged = part_path(target).with_suffix(".imageinference-copy")
     staged.unlink(missing_ok=True)
+    source = Path(os.path.realpath(source))  # huggingface_hub's snapshot entry is a symlink to the blob
     try:
         os.link(source, staged)
     except OSError:  # another file system, or links not allowed: a full copy, flushed before the rename
