@@ -2,6 +2,7 @@
 // - "Extensions > imageInference > Show request": the graph as an imageInference request (through the pack's
 //   exporter), with what is not exportable listed; copy it or download it.
 // - A request JSON dropped on the page (not a workflow) is compiled into a graph and opened.
+// - "Pull model <AIR>" in the context menu of the pack's nodes fetches a missing model into ComfyUI's folders.
 import { app } from "../../scripts/app.js";
 
 const EXPORT_URL = "/imageinference/graph/export";
@@ -143,5 +144,99 @@ app.registerExtension({
   menuCommands: [{ path: ["Extensions", "imageInference"], commands: ["imageinference.showRequest"] }],
 });
 
+// ---------------------------------------------------------------- pulling a model by AIR (docs/models.md)
+const PULL_URL = "/imageinference/models/pull";
+const AIR_PATTERN =
+  /^(?:(?:urn:)?(?:air:)?[a-z0-9]+:[a-z]+:)?[a-z0-9][a-z0-9_-]*:[A-Za-z0-9][A-Za-z0-9._-]*@[A-Za-z0-9][A-Za-z0-9._-]*$/;
+const KEY_STORE = "imageinference.apiKey";
+
+// The AIRs a node's widgets name: an AIR widget, or the `model` of each item of a JSON array (the LoRA stack).
+function airsOf(node) {
+  const found = new Set();
+  for (const widget of node.widgets || []) {
+    const value = typeof widget.value === "string" ? widget.value.trim() : "";
+    if (AIR_PATTERN.test(value)) found.add(value);
+    else if (value.startsWith("[")) {
+      try {
+        for (const item of JSON.parse(value)) {
+          if (item && typeof item.model === "string" && AIR_PATTERN.test(item.model)) found.add(item.model);
+        }
+      } catch {
+        // not JSON: nothing to pull
+      }
+    }
+  }
+  return [...found];
+}
+
+function notify(severity, summary, detail) {
+  const toast = app.extensionManager?.toast;
+  if (toast?.add) toast.add({ severity, summary, detail, life: severity === "error" ? 12000 : 5000 });
+  else console.log(`imageinference: ${summary}: ${detail}`);
+}
+
+// The pull routes answer like the task endpoint: with a key configured on the server they need it.
+async function pullFetch(url, options = {}) {
+  const send = () => {
+    const key = localStorage.getItem(KEY_STORE);
+    const headers = { ...(options.headers || {}), ...(key ? { Authorization: `Bearer ${key}` } : {}) };
+    return fetch(url, { ...options, headers });
+  };
+  let response = await send();
+  if (response.status === 401) {
+    const key = window.prompt("This ComfyUI needs its imageInference API key (IMAGEINFERENCE_API_KEY) to pull models:");
+    if (key) {
+      localStorage.setItem(KEY_STORE, key);
+      response = await send();
+    }
+  }
+  return { ok: response.ok, body: await response.json() };
+}
+
+const pulls = {}; // AIR -> the last state the server answered (for the tests and other extensions)
+
+async function pullModel(air, { allowUnverified = false, pollMs = 1000 } = {}) {
+  let { ok, body } = await pullFetch(PULL_URL, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ air, allowUnverified }),
+  });
+  if (!ok) {
+    notify("error", `Cannot pull ${air}`, errorText(body));
+    return (pulls[air] = body);
+  }
+  notify("info", `Pulling ${air}`, "The files are fetched and verified in the background.");
+  while (body.status === "running") {
+    pulls[air] = body;
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
+    ({ body } = await pullFetch(`${PULL_URL}?air=${encodeURIComponent(air)}`));
+  }
+  pulls[air] = body;
+  if (body.status === "done") {
+    notify("success", `${air} is ready`, body.fetched.length ? `Fetched ${body.fetched.join(", ")}` : "Already present");
+  } else if (body.error?.code === "unverifiedModel" && !allowUnverified &&
+             window.confirm(`${body.error.message}\n\nFetch it without a hash check?`)) {
+    return pullModel(air, { allowUnverified: true, pollMs });
+  } else {
+    notify("error", `${air} could not be pulled`, `${body.error?.code}: ${body.error?.message}`);
+  }
+  return body;
+}
+
+app.registerExtension({
+  name: "imageinference.pull",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!nodeData?.name?.startsWith("ImageInference")) return;
+    const original = nodeType.prototype.getExtraMenuOptions;
+    nodeType.prototype.getExtraMenuOptions = function (canvas, options) {
+      const result = original?.apply(this, arguments);
+      for (const air of airsOf(this)) {
+        options.push({ content: `Pull model ${air}`, callback: () => pullModel(air) });
+      }
+      return result;
+    };
+  },
+});
+
 // for the pack's browser tests and for other extensions
-window.imageinference = { showRequest, openRequestFile, looksLikeRequest };
+window.imageinference = { showRequest, openRequestFile, looksLikeRequest, airsOf, pullModel, pulls };

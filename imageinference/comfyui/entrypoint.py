@@ -28,6 +28,9 @@ def install_endpoint() -> None:
     from ..server.frontend_routes import register
 
     register(instance.routes)  # what the pack's frontend extension (web/) calls
+    from ..server.model_routes import register as register_model_routes
+
+    register_model_routes(instance.routes)  # the AIR inputs' "Pull model" (key or loopback, like the endpoint)
 
 
 async def comfy_entrypoint() -> ComfyExtension:
