@@ -59,9 +59,13 @@ def _size(n: int | None) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     try:
         catalog = Catalog.load()
-        rows = inventory(catalog, _layout(args), args.air)
+        rows = inventory(catalog, _layout(args), known_airs(catalog, args.air))
     except (CatalogError, AIRError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyError as exc:
+        print(f"error: {exc.args[0]} is not in the catalog (a civitai: AIR is looked up on Civitai when it is "
+              "pulled)", file=sys.stderr)
         return 1
     if args.missing:
         rows = [r for r in rows if r.present is None]
