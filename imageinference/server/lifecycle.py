@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from ..contract.errors import ApiError
 from ..engines.imageio.deliver import MIME
 from ..engines.imageio.store import ImageStore
+from ..engines.models.pull import DOWNLOAD_EVENT
 from ..interop.compiler import NODE
 from .config import EndpointConfig
 from .delivery import WebhookWorker, send_with_retries
@@ -47,6 +48,13 @@ class Part:
     response: str | None = None
     done: bool = False
     missing: int = 0  # housekeeping sweeps that did not find the prompt in ComfyUI's queue
+    download: float | None = None  # a model fetched on the request path (IMAGEINFERENCE_AUTO_PULL): its share
+
+    def fraction(self) -> float:
+        """Done: 1. A result that had to fetch a model counts the download as the first half of its way."""
+        if self.done:
+            return 1.0
+        return self.progress if self.download is None else 0.5 * self.download + 0.5 * self.progress
 
 
 @dataclass
@@ -123,7 +131,7 @@ class TaskTracker:
         running = self.running.get(task_uuid)
         if running is None:
             return None
-        total = sum(1.0 if p.done else p.progress for p in running.parts)
+        total = sum(p.fraction() for p in running.parts)
         return min(99, int(100 * total / max(1, len(running.parts))))
 
     # ------------------------------------------------------------------ ComfyUI's messages
@@ -137,6 +145,10 @@ class TaskTracker:
             value, top = data.get("value"), data.get("max")
             if isinstance(value, (int, float)) and isinstance(top, (int, float)) and top > 0:
                 part.progress = max(part.progress, min(1.0, value / top))
+        elif event == DOWNLOAD_EVENT:
+            value, top = data.get("value"), data.get("max")
+            if isinstance(value, (int, float)) and isinstance(top, (int, float)) and top > 0:
+                part.download = max(part.download or 0.0, min(1.0, value / top))
         elif event == "executed" and str(data.get("node")) == NODE["output"]:
             output = data.get("output") or {}
             response = output.get("response") if isinstance(output, dict) else None
