@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from ..imageio.limits import allow_private_urls
-
 CIVITAI_URL = "https://civitai.com"
 HF_ENDPOINT = "https://huggingface.co"
 CIVITAI_HOSTS = ("civitai.com",)
@@ -174,7 +172,7 @@ class Settings:
                    civitai_token=env.get("CIVITAI_TOKEN", "").strip() or None,
                    hf_endpoint=_base(env.get("HF_ENDPOINT", ""), HF_ENDPOINT, "HF_ENDPOINT"),
                    extra_hosts=extra, auto_pull=_flag(env, "IMAGEINFERENCE_AUTO_PULL"), timeout_s=timeout,
-                   allow_private=allow_private_urls(env))
+                   allow_private=_flag(env, "IMAGEINFERENCE_ALLOW_PRIVATE_URLS"))
 
     def mirrors(self) -> set[str]:
         """`host:port` of every configured mirror (a default base URL is not a mirror)."""
