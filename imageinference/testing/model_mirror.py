@@ -66,6 +66,7 @@ class Served:
     name: str
     drop_after: int | None = None  # close the connection after this many body bytes, once
     throttle_bps: int | None = None  # bytes per second
+    content_type: str = "application/octet-stream"
 
     @property
     def sha256(self) -> str:
@@ -232,7 +233,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = data[start:]
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Type", served.content_type)
         if disposition:
             self.send_header("Content-Disposition", f'attachment; filename="{served.name}"')
         self.end_headers()

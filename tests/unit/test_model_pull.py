@@ -126,6 +126,17 @@ def test_a_source_that_sends_more_than_it_states_is_cut_off(mirrors, tmp_path):
     assert [p.name for p in (tmp_path / "models" / "checkpoints").iterdir() if not p.name.endswith("-lock")] == []
 
 
+def test_a_web_page_instead_of_the_file_says_a_token_may_be_needed(mirrors, tmp_path):
+    api, storage = mirrors
+    page = b"<!DOCTYPE html><html><body>Log in to download</body></html>"
+    api.add_civitai(128713, 4384, Served(page, "dreamshaper_8.safetensors", content_type="text/html; charset=utf-8"))
+    with pytest.raises(PullError) as err:
+        pull(Catalog.load(tmp_path / "c.json"), AIR, FolderLayout(tmp_path / "models"), settings(api, storage))
+    assert err.value.code == "modelDownloadFailed" and "answered a web page" in err.value.message
+    assert "CIVITAI_TOKEN" in err.value.message
+    assert leftovers(tmp_path / "models") == [] and not (tmp_path / "c.json").exists()
+
+
 def test_an_air_civitai_does_not_know_is_unknown_model(mirrors, tmp_path):
     api, storage = mirrors
     with pytest.raises(PullError) as err:

@@ -193,6 +193,9 @@ def _fetch_once(url: str, part: Path, offset: int, limit: int, size: int | None,
             return "advanced"
         if resp.status not in (200, 206):
             raise _refusal(resp.status, final, settings)
+        if (resp.getheader("Content-Type") or "").lower().startswith("text/html"):
+            raise TransferError(f"{redact(final)} answered a web page, not a file (a log-in page? models that need "
+                                "an account need CIVITAI_TOKEN)", resp.status)
         start = _body_start(resp, offset)  # 0 for a 200: a server that ignores Range sends the whole file
         if resp.status == 206 and start != offset:
             part.unlink(missing_ok=True)
