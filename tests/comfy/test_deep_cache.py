@@ -121,13 +121,13 @@ def test_cached_steps_equal_the_full_unet_fed_the_kept_deep_feature(sd15, interv
     assert not torch.equal(ours, run(sd15))
 
 
-@pytest.mark.parametrize(("interval", "branch", "window", "max_consecutive"), [
-    (3, 0, StepWindow(), 3), (5, 2, StepWindow(), 2), (2, 5, StepWindow(start_step=3, end_step=8), 3),
-    (3, 1, StepWindow(start_percentage=40), 3)])
-def test_cached_steps_run_only_the_branch_blocks_on_the_expected_steps(sd15, interval, branch, window,
-                                                                       max_consecutive):
-    config = DeepCacheConfig(interval, branch, window, max_consecutive)
-    cap = RunCapture(deep(sd15, interval, branch, window=window, max_consecutive=max_consecutive))
+@pytest.mark.parametrize(("interval", "branch", "window", "schedule"), [
+    (3, 0, StepWindow(), "uniform"), (5, 2, StepWindow(), "uniform"), (7, 0, StepWindow(), "uniform"),
+    (2, 5, StepWindow(start_step=3, end_step=8), "uniform"), (3, 1, StepWindow(start_percentage=40), "uniform"),
+    (3, 1, StepWindow(), "non-uniform")])
+def test_cached_steps_run_only_the_branch_blocks_on_the_expected_steps(sd15, interval, branch, window, schedule):
+    config = DeepCacheConfig(interval, branch, window, schedule, center=4)
+    cap = RunCapture(deep(sd15, interval, branch, window=window, schedule=schedule, center=4))
     counter = BlockCounter(sd15)
     try:
         run(cap.model, cfg=1.0)  # one forward per step
@@ -202,9 +202,31 @@ def test_the_node_applies_the_request_fields(sd15):
     widgets = dict(deepCacheInterval=2, deepCacheBranchId=3, cacheMaxConsecutiveSteps=1, cacheStartStep=2,
                    cacheStartStepPercentage=-1, cacheEndStep=-1, cacheEndStepPercentage=-1)
     model = DeepCacheNode.execute(sd15, **widgets).result[0]
-    config = DeepCacheConfig(2, 3, StepWindow(start_step=2), 1)
-    assert torch.equal(run(model), run(deep(sd15, 2, 3, window=StepWindow(start_step=2), max_consecutive=1)))
+    config = DeepCacheConfig(2, 3, StepWindow(start_step=2))
+    assert torch.equal(run(model), run(deep(sd15, 2, 3, window=StepWindow(start_step=2))))
     assert torch.equal(run(model), run(reference(sd15, config)))
+
+
+def test_the_node_honours_an_interval_longer_than_cache_max_consecutive_steps(sd15):
+    """deepCacheInterval 7 with cacheMaxConsecutiveSteps 3 (the default) caches 6 steps in a row: full steps 0 and
+    7 of 10, as DeepCache's `range(0, steps, interval)` says (it used to stop at 3 in a row, i.e. interval 4)."""
+    from imageinference.comfyui.nodes.deep_cache import DeepCacheNode
+
+    cap = RunCapture(DeepCacheNode.execute(sd15, **dict(WIDGETS, deepCacheInterval=7)).result[0])
+    run(cap.model, cfg=1.0)
+    assert cap.runs[0].ledger.skipped == [1, 2, 3, 4, 5, 6, 8, 9]
+
+
+def test_the_node_offers_deepcaches_non_uniform_schedule(sd15):
+    from imageinference.comfyui.nodes.deep_cache import DeepCacheNode
+
+    node = DeepCacheNode.execute(sd15, **dict(WIDGETS, deepCacheInterval=3, deepCacheSchedule="non-uniform",
+                                              nonUniformCenter=4, nonUniformPower=1.4)).result[0]
+    config = DeepCacheConfig(3, 0, schedule="non-uniform", center=4, power=1.4)
+    cap = RunCapture(node)
+    out = run(cap.model)
+    assert cap.runs[0].ledger.skipped == cached_steps(config, STEPS) != cached_steps(DeepCacheConfig(3), STEPS)
+    assert torch.equal(out, run(reference(sd15, config)))
 
 
 def test_it_logs_what_it_cached(sd15, caplog):

@@ -255,3 +255,24 @@ def test_the_warning_counts_a_binding_skip_interval(caplog):
     computed = 10
     assert "cacheMaxConsecutiveSteps 5 and dbCacheSkipInterval 3" in text
     assert f"below {computed + (28 - computed) / 3:.1f} model calls" in text and "reaches 6" in text
+
+
+def test_peer_pack_rules_lift_the_cap_and_the_last_step_rule():
+    """skipLastStep / uncappedSkips (node options): a criterion that always wants to skip then computes only the
+    first step, as ComfyUI-TeaCache and Comfy-WaveSpeed (max_consecutive_cache_hits -1) do; DBCache's interval
+    still forces its refresh."""
+    profile = TeaCacheProfile((1.0, 0.0), 0.8, "t")
+    peer = cache_config("teaCache", 1.0, Layout(), profile=profile, skip_last_step=True, uncapped=True)
+    assert peer.policy.max_consecutive is None and not peer.policy.compute_last_step
+    assert fewest_computed_steps(peer.policy, 28) == [0] == _greedy(peer.policy, 28)
+    last_only = cache_config("fbCache", 0.3, Layout(), max_consecutive=2, skip_last_step=True)
+    assert fewest_computed_steps(last_only.policy, 10) == [0, 3, 6, 9] == _greedy(last_only.policy, 10)
+    capped = cache_config("fbCache", 0.3, Layout(), max_consecutive=2, uncapped=False)
+    assert fewest_computed_steps(capped.policy, 10) == [0, 3, 6, 9]  # step 9 is the last: computed either way
+    db = cache_config("dbCache", 0.3, Layout(), skip_interval=4, uncapped=True, skip_last_step=True)
+    assert fewest_computed_steps(db.policy, 10) == [0, 4, 8]
+    assert cache_config("fbCache", 0.3, Layout(), signal="output").signal == "output"
+    with pytest.raises(ValueError):
+        cache_config("fbCache", 0.3, Layout(), signal="input")  # type: ignore[arg-type]
+    text = always_run_warning("FBCache", peer.policy, 1, 2)
+    assert text is not None and "no cap on skips in a row" in text and "reaches 1" in text

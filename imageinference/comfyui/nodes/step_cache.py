@@ -9,6 +9,7 @@ from comfy_api.latest import io
 
 from ...contract.errors import ContractError
 from ...engines.cache.build import cache_config
+from ...engines.cache.config import SIGNALS, Signal
 from ...engines.cache.fields import CACHE_FIELDS, WINDOW_FIELDS, CacheKind
 from ...engines.cache.patch import UnsupportedModel, apply_step_cache, model_layout
 from .common import CATEGORY, cache_policy_inputs, node_id, step_window
@@ -22,19 +23,37 @@ POLICY_DOC = (
 
 
 def _apply(kind: CacheKind, model: Any, threshold: float, skip_interval: int | None, window: Any,
-           max_consecutive: int) -> io.NodeOutput:
+           max_consecutive: int, skip_last_step: bool, uncapped: bool, signal: Signal) -> io.NodeOutput:
     try:
         layout = model_layout(model)
     except UnsupportedModel as e:
         raise ContractError.single("unsupportedAcceleratorOptions", str(e), f"acceleratorOptions.{kind}",
                                    "boolean") from e
     config = cache_config(kind, threshold, layout, window=window, max_consecutive=max_consecutive,
-                          skip_interval=skip_interval, user_dir=folder_paths.get_user_directory())
+                          skip_interval=skip_interval, user_dir=folder_paths.get_user_directory(),
+                          skip_last_step=skip_last_step, uncapped=uncapped, signal=signal)
     try:
         return io.NodeOutput(apply_step_cache(model, config))
     except ValueError as e:
         raise ContractError.single("conflictingAcceleratorOptions", str(e), f"acceleratorOptions.{kind}",
                                    "boolean") from e
+
+
+PEER_RULES = "node option (no API field; a request always uses the default)"
+
+
+def peer_rule_inputs() -> list[Any]:
+    """The skip rules of the node packs users know, for the same steps and image as theirs."""
+    return [
+        io.Boolean.Input("skipLastStep", default=False, optional=True,
+                         tooltip=f"{PEER_RULES}: let the cache skip the last step too, as ComfyUI-TeaCache and "
+                                 "Comfy-WaveSpeed do. Off: the last step always runs (its error would land in the "
+                                 "image uncorrected)."),
+        io.Boolean.Input("uncappedSkips", default=False, optional=True,
+                         tooltip=f"{PEER_RULES}: no cap on steps skipped in a row (cacheMaxConsecutiveSteps is "
+                                 "ignored), as ComfyUI-TeaCache and Comfy-WaveSpeed with max_consecutive_cache_hits "
+                                 "-1 do."),
+    ]
 
 
 def _threshold(name: str, default: float) -> Any:
@@ -55,11 +74,16 @@ class _StepCacheNode(io.ComfyNode):
         return [_threshold(*cls.THRESHOLD)]
 
     @classmethod
+    def node_options(cls) -> list[Any]:
+        return peer_rule_inputs()
+
+    @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id=node_id(cls.NAME), display_name=cls.DISPLAY, category=CATEGORY,
             description=cls.DESCRIPTION + POLICY_DOC,
-            inputs=[io.Model.Input("model", tooltip="A FLUX or SD3 model."), *cls.own_inputs(), *cache_policy_inputs()],
+            inputs=[io.Model.Input("model", tooltip="A FLUX or SD3 model."), *cls.own_inputs(), *cache_policy_inputs(),
+                    *cls.node_options()],
             outputs=[io.Model.Output(tooltip="The model with the step cache; the input model is unchanged.")],
         )
 
@@ -70,7 +94,8 @@ class _StepCacheNode(io.ComfyNode):
         skip_interval = widgets.get("dbCacheSkipInterval")
         return _apply(cls.KIND, model, float(widgets[cls.THRESHOLD[0]]),
                       None if skip_interval is None else int(skip_interval), window,
-                      int(widgets["cacheMaxConsecutiveSteps"]))
+                      int(widgets["cacheMaxConsecutiveSteps"]), bool(widgets.get("skipLastStep", False)),
+                      bool(widgets.get("uncappedSkips", False)), widgets.get("firstBlockSignal", "residual"))
 
 
 class TeaCacheNode(_StepCacheNode):
@@ -91,6 +116,14 @@ class FBCacheNode(_StepCacheNode):
         "imageInference `acceleratorOptions.fbCache`: the first transformer block always runs; when its residual "
         "moved less than fbCacheThreshold (relative L1) since the last computed step, the remaining blocks are "
         "replaced by their cached residual.")
+
+    @classmethod
+    def node_options(cls) -> list[Any]:
+        return [*peer_rule_inputs(),
+                io.Combo.Input("firstBlockSignal", options=list(SIGNALS), default="residual", optional=True,
+                               tooltip=f"{PEER_RULES}: what is compared from step to step: the first block's "
+                                       "residual (ParaAttention's First Block Cache; Comfy-WaveSpeed on SD3) or its "
+                                       "output (Comfy-WaveSpeed's FLUX path, whose thresholds mean less change).")]
 
 
 class DBCacheNode(_StepCacheNode):

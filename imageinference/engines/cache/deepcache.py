@@ -12,21 +12,34 @@ input blocks 0..k of ComfyUI's UNet (block 0 is the input convolution, then each
 downsampler is one block) and their mirrored output blocks. SD1.5 has 12 input blocks (branches 0-11), SDXL 9
 (0-8); a higher branch skips less and changes the image less.
 
-Steps (`deepCacheInterval` N, the shared window and `cacheMaxConsecutiveSteps`, see policy.py): a full step is
-followed by at most N - 1 cached steps, so N = 1 never caches; inside the window the pattern is the paper's uniform
-one (full, N - 1 cached, full, ...), the first and last steps always run in full, and cacheMaxConsecutiveSteps
-caps the cached steps in a row (the tighter of the two caps wins).
+Steps, as DeepCache defines them (`deepCacheInterval` N): a full step, then N - 1 cached steps, and so on; N = 1
+never caches. "uniform" is the pattern of DeepCache's pipelines and of its DeepCacheSDHelper: full steps at 0, N,
+2N, ... of the steps the sampler runs, so the last step is cached when the pattern says so, and nothing else caps
+the cached steps in a row (`cacheMaxConsecutiveSteps` is the step caches' cap; it does not shorten the interval).
+"non-uniform" is the schedule DeepCache's pipelines offer with `uniform=False`: ceil(steps / N) full steps placed by
+`quad_center_steps` (dense around step `center`, sparse away from it, exponent `power`). The shared window
+(`cacheStartStep`/`...Percentage` .. `cacheEndStep`/`...Percentage`) bounds both: outside it every step runs in full,
+and inside it the uniform pattern continues from the last full step before the window.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
 
 from ..samplers.windows import StepWindow
-from .policy import MAX_CONSECUTIVE_DEFAULT, CachePolicy
+from .policy import CachePolicy
 
 INTERVAL_DEFAULT = 3
 BRANCH_DEFAULT = 0
+Schedule = Literal["uniform", "non-uniform"]
+SCHEDULES: tuple[Schedule, ...] = ("uniform", "non-uniform")
+CENTER_DEFAULT = 15  # DeepCache's example (stable_diffusion.py: uniform=False, pow=1.4, center=15)
+POWER_DEFAULT = 1.4
+POWER_DECREMENT = 0.02
 
 
 @dataclass(frozen=True)
@@ -34,22 +47,70 @@ class DeepCacheConfig:
     interval: int = INTERVAL_DEFAULT  # deepCacheInterval
     branch: int = BRANCH_DEFAULT  # deepCacheBranchId
     window: StepWindow = StepWindow()
-    max_consecutive: int = MAX_CONSECUTIVE_DEFAULT  # cacheMaxConsecutiveSteps
+    schedule: Schedule = "uniform"  # node option (no API field)
+    center: int = CENTER_DEFAULT  # non-uniform only
+    power: float = POWER_DEFAULT  # non-uniform only
 
     def __post_init__(self) -> None:
         if self.interval < 1:
             raise ValueError("deepCacheInterval must be at least 1")
         if self.branch < 0:
             raise ValueError("deepCacheBranchId must be at least 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"the DeepCache schedule must be one of {', '.join(SCHEDULES)}")
+        if self.center < 0 or not self.power > 1:
+            raise ValueError("the non-uniform schedule needs center >= 0 and power > 1")
 
     @property
     def policy(self) -> CachePolicy:
-        """DeepCache's interval is the policy's refresh interval: a full step at least every N steps."""
-        return CachePolicy(self.window, self.max_consecutive, refresh_interval=self.interval)
+        """The shared ledger's policy (its accounting; the schedule itself is `cached_steps`): no cap but the
+        interval, and the last step cached when the pattern says so."""
+        return CachePolicy(self.window, None, refresh_interval=self.interval, compute_last_step=False)
 
     @property
     def name(self) -> str:
-        return f"DeepCache (interval {self.interval}, branch {self.branch})"
+        schedule = "" if self.schedule == "uniform" else f", non-uniform around step {self.center}"
+        return f"DeepCache (interval {self.interval}, branch {self.branch}{schedule})"
+
+
+def quad_center_steps(total: int, count: int, center: int, power: float) -> tuple[list[int], float] | None:
+    """DeepCache's non-uniform schedule: `count` full steps of `total`, dense around step `center`.
+
+    Points evenly spaced between (-center)^(1/p) and (total - center)^(1/p), raised to p, truncated to integers
+    (the real part: a negative base to a fractional power is complex, as in Python and numpy) and de-duplicated;
+    without the two ends and shifted by `center`, plus step 0, they are the full steps. p starts at `power` and drops
+    by 0.02 until the count comes out exactly; None if p reaches 1 first (DeepCache raises ValueError there).
+    Returns (the steps, in the order found, duplicates kept; the p used)."""
+    p = power
+    while p > 1:
+        low = (-center) ** (1 / p)
+        high = (total - center) ** (1 / p)
+        points = np.linspace(low, high, count + 1) ** p
+        whole = np.unique(np.real(points).astype(np.int32))
+        steps = [0, *(int(v) + center for v in whole[1:-1])]
+        if len(steps) == count:
+            return steps, p
+        p -= POWER_DECREMENT
+    return None
+
+
+def cached_step_set(config: DeepCacheConfig, total_steps: int) -> tuple[frozenset[int], str | None]:
+    """(the steps that run the shallow branch only, a warning or None) for a run of `total_steps` sampler steps."""
+    start, end = config.policy.bounds(total_steps)
+    if config.interval == 1 or end <= start:
+        return frozenset(), None
+    warning = None
+    if config.schedule == "non-uniform":
+        found = quad_center_steps(total_steps, math.ceil(total_steps / config.interval), config.center,
+                                  config.power)
+        if found is not None:
+            full = set(found[0])
+            return frozenset(i for i in range(start, end) if i not in full), None
+        warning = (f"{config.name}: no non-uniform schedule of {math.ceil(total_steps / config.interval)} full steps "
+                   f"in {total_steps} around step {config.center} (DeepCache gives up there too); using the uniform "
+                   "schedule")
+    # the uniform pattern, continued from the last full step before the window (step start - 1)
+    return frozenset(i for i in range(start, end) if (i - (start - 1)) % config.interval), warning
 
 
 @dataclass(frozen=True)
@@ -107,15 +168,5 @@ def branch_for(index: int, inputs: int, outputs: int, middle: bool = True) -> Br
 
 
 def cached_steps(config: DeepCacheConfig, total_steps: int) -> list[int]:
-    """The steps of a run that run the shallow branch only, for a model that is evaluated once per step."""
-    start, end = config.policy.bounds(total_steps)
-    cap = config.policy.max_run
-    out: list[int] = []
-    run = 0
-    for step in range(total_steps):
-        if step >= 1 and start <= step < end and run < cap:
-            out.append(step)
-            run += 1
-        else:
-            run = 0
-    return out
+    """The steps of a run that run the shallow branch only, in order."""
+    return sorted(cached_step_set(config, total_steps)[0])

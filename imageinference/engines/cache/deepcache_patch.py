@@ -19,6 +19,7 @@ The shared model object is never changed, and nothing writes into a tensor it wa
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ import comfy.patcher_extension
 import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import TimestepEmbedSequential, UNetModel
 
-from .deepcache import Branch, DeepCacheConfig, branch_for
+from .deepcache import Branch, DeepCacheConfig, branch_for, cached_step_set
 from .patch import CONFIG_KEY as STEP_CACHE_KEY
 from .policy import SkipLedger
 from .run_wrapper import per_run_wrapper
@@ -35,6 +36,7 @@ CONFIG_KEY = "imageinference_deepcache"
 RUN_KEY = "imageinference_deepcache_run"
 FORWARD_KEY = "imageinference_deepcache_forward"
 WRAPPER_KEY = "imageinference_deepcache"
+log = logging.getLogger("imageinference.cache")
 
 
 def unet_of(model: Any) -> UNetModel:
@@ -79,9 +81,14 @@ class DeepCacheRun:
     _step: int = 0  # the sampler step model calls now belong to
     _eval_step: int = -1
     _eval_decision: bool | None = None
+    _cached_steps: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
-        self.ledger = SkipLedger(self.config.policy, max(len(self.sigmas) - 1, 0), self.branch.blocks_per_forward)
+        total = max(len(self.sigmas) - 1, 0)
+        self.ledger = SkipLedger(self.config.policy, total, self.branch.blocks_per_forward)
+        self._cached_steps, warning = cached_step_set(self.config, total)
+        if warning:
+            log.warning(warning)
 
     def step_finished(self, step: int) -> None:
         """The sampler's per-step callback: step `step` is done, later model calls belong to the next one. Steps are
@@ -97,7 +104,7 @@ class DeepCacheRun:
                tuple(x.shape), x.dtype, x.device)
         if self._step != self._eval_step:
             self._eval_step = self._step
-            self._eval_decision = self.ledger.may_skip(self._step)
+            self._eval_decision = self._step in self._cached_steps
             self.ledger.record(self._step, self._eval_decision)
         chunk = self.chunks.setdefault(key, _Chunk())
         cached = bool(self._eval_decision) and chunk.feature is not None

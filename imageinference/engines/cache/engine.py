@@ -7,7 +7,7 @@ a skipped step, replaced by the residual (range output - range input) cached at 
 - TeaCache (first = 0): decides before the first block from the change of its modulated input, rescaled by the
   family polynomial and accumulated since the last computed step.
 - FBCache (first = 1) / DBCache (first = Fn, last = Bn): decide after the first blocks from how far their
-  residual moved since the last computed step.
+  residual (or, with signal "output", their output) moved since the last computed step.
 Skipped blocks return their inputs untouched; the last block of the range returns the range input of this step
 plus the cached residual. Nothing here writes into a tensor it was given.
 """
@@ -165,10 +165,16 @@ class CacheRun:
             wants = candidate < self.config.threshold
             indicator = None
         else:
-            assert fwd.stack_input is not None
-            img, base = state["img"], _as_kind(fwd.stack_input, kind)["img"]
-            assert img is not None and base is not None
-            indicator = (img - base).detach()
+            img = state["img"]
+            assert img is not None
+            if self.config.signal == "output":
+                # a copy: ComfyUI's FLUX blocks add into their input in place, so the tensor itself changes later
+                indicator = img.detach().clone()
+            else:
+                assert fwd.stack_input is not None
+                base = _as_kind(fwd.stack_input, kind)["img"]
+                assert base is not None
+                indicator = (img - base).detach()
             change = rel_l1(indicator, chunk.reference) if chunk.reference is not None else float("inf")
             wants = change < self.config.threshold
         cached = chunk.residual is not None

@@ -9,6 +9,9 @@ unconditional passes of a step are one step and share one decision. Rules:
   schedule unless the caller opts in: its error lands in the final image unfiltered.
 - `cacheMaxConsecutiveSteps` caps skipped steps in a row. `dbCacheSkipInterval` N forces a full compute at least
   every N steps, i.e. at most N - 1 skips in a row; with both, the tighter cap wins.
+The nodes also offer the rules of the node packs users know (not API fields): `max_consecutive=None` lifts the cap
+and `compute_last_step=False` lets the last step be skipped, as ComfyUI-TeaCache and Comfy-WaveSpeed (with
+max_consecutive_cache_hits -1) do.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from dataclasses import dataclass, field
 from ..samplers.windows import StepWindow
 
 MAX_CONSECUTIVE_DEFAULT = 3
+UNCAPPED = 1 << 30
+"""max_run when nothing caps skips in a row (more steps than any run has)."""
 FEW_STEPS = 8
 """Runs of this many steps or fewer (distilled few-step models) gain almost nothing from caching."""
 
@@ -25,12 +30,12 @@ FEW_STEPS = 8
 @dataclass(frozen=True)
 class CachePolicy:
     window: StepWindow = StepWindow()
-    max_consecutive: int = MAX_CONSECUTIVE_DEFAULT
+    max_consecutive: int | None = MAX_CONSECUTIVE_DEFAULT  # None: no cap on skips in a row
     refresh_interval: int | None = None
     compute_last_step: bool = True
 
     def __post_init__(self) -> None:
-        if self.max_consecutive < 1:
+        if self.max_consecutive is not None and self.max_consecutive < 1:
             raise ValueError("cacheMaxConsecutiveSteps must be at least 1")
         if self.refresh_interval is not None and self.refresh_interval < 1:
             raise ValueError("dbCacheSkipInterval must be at least 1")
@@ -38,7 +43,7 @@ class CachePolicy:
     @property
     def max_run(self) -> int:
         """Most skipped steps allowed in a row."""
-        cap = self.max_consecutive
+        cap = UNCAPPED if self.max_consecutive is None else self.max_consecutive
         if self.refresh_interval is not None:
             cap = min(cap, self.refresh_interval - 1)
         return cap
@@ -125,11 +130,14 @@ def always_run_warning(name: str, policy: CachePolicy, always_run: int, blocks: 
     teacache = CachePolicy(policy.window, policy.max_consecutive, compute_last_step=policy.compute_last_step)
     whole = floor_model_calls(teacache, TYPICAL_STEPS, 0, blocks)
     verb = "runs" if always_run == 1 else "run"
+    cap = "no cap on skips in a row" if policy.max_consecutive is None else (
+        f"cacheMaxConsecutiveSteps {policy.max_consecutive}")
     interval = (f" and dbCacheSkipInterval {policy.refresh_interval}"
-                if policy.refresh_interval is not None and policy.max_run < policy.max_consecutive else "")
+                if policy.refresh_interval is not None and policy.max_run < (policy.max_consecutive or UNCAPPED)
+                else "")
     return (f"{name}: {always_run} of this model's {blocks} transformer blocks always {verb} "
             f"({always_run / blocks:.0%} of every skipped step), so with {TYPICAL_STEPS} steps and "
-            f"cacheMaxConsecutiveSteps {policy.max_consecutive}{interval} it cannot go below {ours:.1f} model "
+            f"{cap}{interval} it cannot go below {ours:.1f} model "
             "calls, where TeaCache, which decides before the first block and skips whole steps, reaches "
             f"{whole:.0f}; on a model this shallow prefer teaCache")
 
