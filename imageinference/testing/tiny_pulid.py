@@ -10,6 +10,9 @@
   tables included) with small widths: 24 blocks of width 128 (2 heads), patch 14 on a 4x4 grid (56 px input).
 - PuLID-FLUX weights (`pulid_encoder.*`, `pulid_ca.<n>.*`) with small IDFormer widths and one cross-attention layer
   per slot of a FLUX model with the given block counts (width 3072, as FLUX).
+- BiSeNet face parsers in facexlib's `parsing_bisenet` key layout (safetensors, BatchNorm statistics included, the
+  two auxiliary heads too): `bisenet` with small widths for the pipeline tests, `bisenet_facexlib` with facexlib's
+  own fixed widths (ResNet-18: 64..512) so facexlib's BiSeNet class can load the same file.
 Shapes come from explicit key tables here, not from the pack's modules, so loading them tests the pack's layout.
 Files are cached under the tiny-models root like the other tiny models.
 """
@@ -223,6 +226,84 @@ def build_pulid(dest: Path, double_blocks: int = 1, single_blocks: int = 1, seed
     os.replace(tmp, dest)
 
 
+# BiSeNet widths: stem, the four stages, attention refinement, fusion, main head, auxiliary heads
+BISENET_TINY = {"stem": 8, "stages": (8, 16, 32, 64), "arm": 16, "fuse": 32, "head": 16, "aux": 8}
+BISENET_FACEXLIB = {"stem": 64, "stages": (64, 128, 256, 512), "arm": 128, "fuse": 256, "head": 256, "aux": 64}
+PARSING_CLASSES = 19
+
+
+def bisenet_shapes(c: dict) -> dict[str, tuple[int, ...]]:
+    """facexlib's parsing_bisenet keys and shapes for the widths `c` (BatchNorm: weight, bias, running stats)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def bn(prefix: str, n: int) -> None:
+        for part in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{prefix}.{part}"] = (n,)
+        shapes[f"{prefix}.num_batches_tracked"] = ()
+
+    def block(prefix: str, cin: int, cout: int, k: int) -> None:
+        shapes[f"{prefix}.conv.weight"] = (cout, cin, k, k)
+        bn(f"{prefix}.bn", cout)
+
+    shapes["cp.resnet.conv1.weight"] = (c["stem"], 3, 7, 7)
+    bn("cp.resnet.bn1", c["stem"])
+    cin = c["stem"]
+    for stage, cout in enumerate(c["stages"], start=1):
+        for b in range(2):
+            p = f"cp.resnet.layer{stage}.{b}"
+            first_in = cin if b == 0 else cout
+            shapes[f"{p}.conv1.weight"] = (cout, first_in, 3, 3)
+            bn(f"{p}.bn1", cout)
+            shapes[f"{p}.conv2.weight"] = (cout, cout, 3, 3)
+            bn(f"{p}.bn2", cout)
+            if b == 0 and stage > 1:
+                shapes[f"{p}.downsample.0.weight"] = (cout, first_in, 1, 1)
+                bn(f"{p}.downsample.1", cout)
+        cin = cout
+    s8, s16, s32 = c["stages"][1:]
+    for name, width in (("arm16", s16), ("arm32", s32)):
+        block(f"cp.{name}.conv", width, c["arm"], 3)
+        shapes[f"cp.{name}.conv_atten.weight"] = (c["arm"], c["arm"], 1, 1)
+        bn(f"cp.{name}.bn_atten", c["arm"])
+    block("cp.conv_head32", c["arm"], c["arm"], 3)
+    block("cp.conv_head16", c["arm"], c["arm"], 3)
+    block("cp.conv_avg", s32, c["arm"], 1)
+    block("ffm.convblk", s8 + c["arm"], c["fuse"], 1)
+    shapes["ffm.conv1.weight"] = (c["fuse"] // 4, c["fuse"], 1, 1)
+    shapes["ffm.conv2.weight"] = (c["fuse"], c["fuse"] // 4, 1, 1)
+    for head, cin_, mid in (("conv_out", c["fuse"], c["head"]), ("conv_out16", c["arm"], c["aux"]),
+                            ("conv_out32", c["arm"], c["aux"])):
+        block(f"{head}.conv", cin_, mid, 3)
+        shapes[f"{head}.conv_out.weight"] = (PARSING_CLASSES, mid, 1, 1)
+    return shapes
+
+
+def build_bisenet(dest: Path, widths: dict | None = None, seed: int = 3401) -> None:
+    import safetensors.torch
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    for key, shape in bisenet_shapes(widths or BISENET_TINY).items():
+        if key.endswith("num_batches_tracked"):
+            sd[key] = torch.tensor(1000, dtype=torch.int64)
+        elif key.endswith("running_var"):
+            sd[key] = 0.5 + torch.rand(shape, generator=gen)
+        elif key.endswith("running_mean"):
+            sd[key] = 0.1 * torch.randn(shape, generator=gen)
+        elif key.endswith(".weight") and len(shape) == 1:  # BatchNorm scales
+            sd[key] = 1.0 + 0.2 * torch.randn(shape, generator=gen)
+        elif key.endswith("bias"):
+            sd[key] = 0.1 * torch.randn(shape, generator=gen)
+        else:  # convolutions: fan-in scaled so 20 layers neither vanish nor explode
+            sd[key] = torch.randn(shape, generator=gen) * math.sqrt(2.0 / math.prod(shape[1:]))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
+    os.close(fd)
+    safetensors.torch.save_file(sd, tmp, metadata={"imageinference": "tiny random-weight BiSeNet face parser"})
+    os.replace(tmp, dest)
+
+
 # ---------------------------------------------------------------- files and catalog
 
 FILES = {
@@ -231,7 +312,19 @@ FILES = {
     "scrfd_noface": ("insightface/models/tiny", f"tiny_scrfd_noface_{VERSION}.onnx", lambda d: build_scrfd(d, False)),
     "arcface": ("insightface/models/tiny", f"tiny_arcface_{VERSION}.onnx", build_recognizer),
     "eva": ("clip_vision", f"tiny_eva02_clip_l_{VERSION}.pt", build_eva),
+    "bisenet": ("pulid", f"tiny_parsing_bisenet_{VERSION}.safetensors", build_bisenet),
 }
+# built on demand only (facexlib's full widths: 50 MB)
+FACEXLIB_BISENET = ("pulid", f"tiny_parsing_bisenet_facexlib_widths_{VERSION}.safetensors")
+
+
+def ensure_facexlib_bisenet(root: Path | None = None) -> Path:
+    """Random weights with facexlib's own BiSeNet widths (its class has them fixed); returns the file."""
+    root = root or cache_root()
+    dest = root / FACEXLIB_BISENET[0] / FACEXLIB_BISENET[1]
+    if not dest.exists():
+        build_bisenet(dest, BISENET_FACEXLIB, seed=3402)
+    return dest
 
 
 def ensure_tiny_pulid(root: Path | None = None) -> Path:
@@ -251,7 +344,8 @@ def rel(key: str) -> str:
 
 def catalog_entries() -> dict[str, dict]:
     """Catalog entries naming the tiny files (AIRs test:*)."""
-    encoders = {"faceDetection": "test:scrfd@1", "faceRecognition": "test:arcface@1", "visionTower": "test:eva@1"}
+    encoders = {"faceDetection": "test:scrfd@1", "faceRecognition": "test:arcface@1", "visionTower": "test:eva@1",
+                "faceParsing": "test:bisenet@1"}
     return {
         "test:pulid@1": {"kind": "pulid", "architecture": "flux-1-dev", "files": {"model": rel("pulid")},
                          "options": {"encoders": encoders}},
@@ -267,7 +361,11 @@ def catalog_entries() -> dict[str, dict]:
                                "options": {"role": "faceDetection"}},
         "test:arcface@1": {"kind": "idEncoder", "files": {"model": rel("arcface")},
                            "options": {"role": "faceRecognition"}},
+        "test:pulid@noparsing": {"kind": "pulid", "files": {"model": rel("pulid")},
+                                 "options": {"encoders": dict(encoders, faceParsing="none")}},
         "test:eva@1": {"kind": "idEncoder", "files": {"model": rel("eva")}, "options": {"role": "visionTower"}},
+        "test:bisenet@1": {"kind": "idEncoder", "files": {"model": rel("bisenet")},
+                           "options": {"role": "faceParsing"}},
         "test:eva@missing": {"kind": "idEncoder", "files": {"model": "clip_vision/gone.pt"},
                              "options": {"role": "visionTower"}},
     }

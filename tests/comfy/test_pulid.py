@@ -267,12 +267,45 @@ def test_composes_with_a_flux_controlnet(pulid_env, flux):
     assert torch.equal(sample(pulid(flux, idWeight=0.0), True), controlled)
 
 
-def test_true_cfg_scale_is_real_cfg_with_that_scale(pulid_env, flux):
-    real = run(pulid(flux), cfg=4.0)
-    for sampler_cfg in (1.0, 2.0):  # 1.0: the sampler alone would skip the negative pass
-        with_true = run(pulid(flux, true_cfg=4.0), cfg=sampler_cfg)
-        assert torch.allclose(with_true, real, rtol=1e-4, atol=1e-4), sampler_cfg
-        assert not torch.allclose(with_true, run(pulid(flux), cfg=sampler_cfg), rtol=1e-2, atol=1e-2)
+class PassLog:
+    """Records, per model call, the step and which passes (0 conditional, 1 unconditional) it computed."""
+
+    def __init__(self, model):
+        import comfy.patcher_extension
+
+        self.model = model.clone()
+        self.calls = []
+
+        def keep(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, **kw):
+            sigmas = [float(s) for s in transformer_options["sample_sigmas"]]
+            step = min(range(len(sigmas) - 1), key=lambda i: abs(sigmas[i] - float(t.flatten()[0])))
+            self.calls.append((step, tuple(transformer_options["cond_or_uncond"])))
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kw)
+
+        self.model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "test_pass_log", keep)
+
+    def passes(self, step):
+        return sorted(p for s, chunks in self.calls if s == step for p in chunks)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.005, 0.5, 0.0])
+def test_true_cfg_scale_at_or_below_one_runs_no_negative_pass(pulid_env, flux, scale):
+    """Issue 24.11: as core CFG at 1, and PuLID-FLUX's sampler within 0.01 of 1 (below 1: see docs/pulid.md)."""
+    log = PassLog(pulid(flux, true_cfg=scale))
+    out = run(log.model)
+    assert [log.passes(step) for step in range(STEPS)] == [[0]] * STEPS
+    assert torch.equal(out, run(pulid(flux)))
+
+
+def test_true_cfg_runs_the_negative_pass_from_step_one_as_the_reference(pulid_env, flux):
+    """PuLID-FLUX's `timestep_to_start_cfg` is 1: step 0 is the conditional prediction alone."""
+    log = PassLog(pulid(flux, true_cfg=4.0))
+    out = run(log.model)
+    assert log.passes(0) == [0]
+    assert all(log.passes(step) == [0, 1] for step in range(1, STEPS))
+    # from step 1 on it is real CFG with scale 4 whatever the sampler's scale (1 would skip the negative pass)
+    assert torch.equal(run(pulid(flux, true_cfg=4.0), cfg=2.0), out)
+    assert not torch.allclose(out, run(pulid(flux)), rtol=1e-2, atol=1e-2)
 
 
 def test_unconditional_rows_get_the_unconditional_identity(pulid_env, flux):
@@ -291,6 +324,14 @@ def test_unconditional_rows_get_the_unconditional_identity(pulid_env, flux):
     cond, uncond = emb.cond[0].to(dtype), emb.uncond[0].to(dtype)
     assert all(torch.equal(r, cond) or torch.equal(r, uncond) for r in rows)
     assert sum(torch.equal(r, uncond) for r in rows) == sum(torch.equal(r, cond) for r in rows) == STEPS * 2
+    log = CALog(pulid(flux, true_cfg=3.0))  # PuLID's own real CFG: the negative pass from step 1 on
+    try:
+        run(log.model)
+    finally:
+        log.close()
+    rows = [row for ids in log.identities for row in ids]
+    assert sum(torch.equal(r.to(dtype), uncond) for r in rows) == (STEPS - 1) * 2
+    assert sum(torch.equal(r.to(dtype), cond) for r in rows) == STEPS * 2
     assert not torch.equal(cond, uncond)
 
 
@@ -356,3 +397,54 @@ def test_the_node_schema_names_the_request_fields_and_lists_catalog_weights(puli
     weights = next(i for i in schema.inputs if i.id == "weights")
     assert "test:pulid@1" in weights.options and "test:scrfd@1" not in weights.options
     assert all(i.tooltip for i in schema.inputs) and schema.description
+
+
+def test_face_parsing_whitens_the_crop_before_the_vision_tower(pulid_env):
+    from imageinference.engines.models.catalog import Catalog
+    from imageinference.engines.pulid import encoder
+    from imageinference.engines.pulid.stack import stack_entries
+
+    seen = []
+    embeddings = {}
+    for air in ("test:pulid@1", "test:pulid@noparsing"):
+        stack = encoder.load_stack(stack_entries(Catalog.load(), air))
+        assert (stack.parser is None) == (air == "test:pulid@noparsing")
+        hook = stack.tower.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+        try:
+            embeddings[air] = encoder.compute_embedding(stack, face()[0])
+        finally:
+            hook.remove()
+    parsed, whole = seen
+    assert not torch.equal(embeddings["test:pulid@1"].cond, embeddings["test:pulid@noparsing"].cond)
+    # a pixel the parser whitened reaches the tower as CLIP-normalised white, in every channel
+    mean, std = torch.tensor([0.48145466, 0.4578275, 0.40821073]), torch.tensor([0.26862954, 0.26130258, 0.27577711])
+    white = ((1 - mean) / std).view(1, 3, 1, 1)
+    is_white = torch.isclose(parsed, white, atol=1e-4).all(dim=1)
+    assert 0 < is_white.float().mean() < 1
+    assert not torch.isclose(whole, white, atol=1e-4).all(dim=1).any()
+
+
+def test_face_parsing_weights_are_read_from_safetensors_only(pulid_env, tmp_path):
+    import safetensors.torch
+
+    from imageinference.engines.pulid.face_parsing import convert_checkpoint, load_parser
+    from imageinference.testing.tiny_pulid import rel
+
+    sd = safetensors.torch.load_file(str(pulid_env / rel("bisenet")))
+    pth = tmp_path / "parsing_bisenet.pth"
+    torch.save(sd, pth)
+    with pytest.raises(ValueError, match="safetensors only"):
+        load_parser(str(pth))
+    out = tmp_path / "parsing_bisenet.safetensors"
+    assert convert_checkpoint(str(pth), str(out)) == len(sd)
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(load_parser(str(out)).labels(x), load_parser(str(pulid_env / rel("bisenet"))).labels(x))
+
+    class Payload:  # a pickle that would run code on a plain torch.load
+        def __reduce__(self):
+            return (print, ("pickled code ran",))
+
+    torch.save({"x": Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(Exception, match="(?i)weights.only|unsupported|global"):
+        convert_checkpoint(str(tmp_path / "evil.pth"), str(tmp_path / "evil.safetensors"))
+    assert not (tmp_path / "evil.safetensors").exists()

@@ -192,9 +192,11 @@ def test_warp_matches_opencvs_warp_affine():
 
 
 def test_vision_input_is_grey_resized_and_clip_normalised():
-    face = torch.zeros(64, 64, 3)
-    face[..., 0] = 1.0  # pure red -> grey 0.299
-    x = vision_input(face, 32)
+    from imageinference.engines.pulid.face_parsing import features_only
+
+    face = torch.zeros(1, 3, 64, 64)
+    face[:, 0] = 1.0  # pure red -> grey 0.299
+    x = vision_input(features_only(face, None), 32)
     assert x.shape == (1, 3, 32, 32)
     mean, std = torch.tensor([0.48145466, 0.4578275, 0.40821073]), torch.tensor([0.26862954, 0.26130258, 0.27577711])
     assert torch.allclose(x[0, :, 5, 5], (0.299 - mean) / std, atol=1e-5)

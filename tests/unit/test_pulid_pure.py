@@ -219,7 +219,31 @@ def catalog(**changes):
 
 def test_the_default_stack_resolves_by_role():
     stack = stack_entries(catalog(), DEFAULT_PULID)
+    assert [role for role, _, _ in stack.files()] == ["pulid", "faceDetection", "faceRecognition", "visionTower",
+                                                      "faceParsing"]
+
+
+def test_face_parsing_is_part_of_the_default_stack_and_can_be_switched_off():
+    import json
+    from importlib import resources
+
+    from imageinference.engines.models.catalog import parse_entry
+    from imageinference.engines.pulid.stack import NO_PARSING
+
+    air = DEFAULT_ENCODERS["faceParsing"]
+    builtin = json.loads(resources.files("imageinference").joinpath("data/catalog_builtin.json").read_text("utf-8"))
+    parser = parse_entry(air, builtin["models"][air], "builtin")
+    assert parser.kind == "idEncoder" and parser.options["role"] == "faceParsing"
+    assert parser.files["model"].endswith(".safetensors")
+    off = Entry(DEFAULT_PULID, "pulid", {"model": "pulid/pulid_flux_v0.9.1.safetensors"},
+                options={"encoders": {"faceParsing": NO_PARSING}})
+    stack = stack_entries(catalog(off=off), DEFAULT_PULID)
     assert [role for role, _, _ in stack.files()] == ["pulid", "faceDetection", "faceRecognition", "visionTower"]
+    cat = catalog()
+    del cat.entries[DEFAULT_ENCODERS["faceParsing"]]
+    with pytest.raises(ContractError) as info:
+        stack_entries(cat, DEFAULT_PULID)
+    assert DEFAULT_ENCODERS["faceParsing"] in info.value.errors[0].message
 
 
 def test_one_error_names_every_unusable_encoder():
@@ -248,3 +272,15 @@ def test_the_missing_files_error_says_where_each_file_goes():
     assert (e.code, e.parameter) == ("missingModelFile", "pulid")
     assert "2 file(s)" in e.message and "/m/pulid" in e.message and "ComfyUI/models/clip_vision/" in e.message
     assert "no configured folder" in e.message and "nothing is downloaded" in e.message
+
+
+def test_true_cfg_acts_only_clearly_above_one():
+    from imageinference.engines.pulid.schedule import TRUE_CFG_START, true_cfg_acts
+
+    for off in (None, float("nan"), 0.0, 0.5, 0.99, 1.0, 1.01):
+        assert not true_cfg_acts(off), off
+    for on in (1.011, 1.5, 4.0, 10.0):
+        assert true_cfg_acts(on), on
+    sigmas = [1.0, 0.8, 0.5, 0.2, 0.0]
+    bound = TRUE_CFG_START.sigma_bound(sigmas)
+    assert [identity_active(s, bound) for s in sigmas[:-1]] == [False, True, True, True]

@@ -2,13 +2,13 @@
 
 Steps (after PuLID-FLUX's pipeline): the image is scaled down so its long side is at most 1024 px; SCRFD finds the
 faces and the largest one is used; its 5 keypoints align (1) a 112 px ArcFace crop, whose recognition embedding is
-the first part of the ID vector, and (2) a 512 px FFHQ-template crop, which is turned to grey, resized to the
-vision tower's input (bicubic, antialiased), normalised with CLIP's mean/std and encoded by EVA02-CLIP: its
-L2-normalised embedding is the second part of the ID vector and its five feature scales go to IDFormer. The
-unconditional embedding (for the negative pass of real CFG) is IDFormer of zeros. One keypoint set drives both
-crops, so both always show the same face.
-
-Not done: PuLID's face-parsing step (BiSeNet) that whitens everything but the face in (2) before the vision tower.
+the first part of the ID vector, and (2) a 512 px FFHQ-template crop, which the BiSeNet face parser labels so
+that background, ears, earrings, neck, necklace, clothes and hats are painted white and the rest turned grey
+(face_parsing.py), then resized to the vision tower's input (bicubic, antialiased), normalised with CLIP's
+mean/std and encoded by EVA02-CLIP: its L2-normalised embedding is the second part of the ID vector and its five
+feature scales go to IDFormer. The unconditional embedding (for the negative pass of real CFG) is IDFormer of
+zeros. One keypoint set drives both crops, so both always show the same face (the published pipeline aligns (2)
+on the centre face found by a second detector; docs/pulid.md says where that differs).
 
 Loaded stacks are kept per set of files; embeddings are kept by content hash of the image and the files.
 """
@@ -32,6 +32,7 @@ from ...contract.errors import ApiError, ContractError
 from .align import similarity_transform, template
 from .detect import largest
 from .eva_clip import EvaVisionTower
+from .face_parsing import FaceParser, features_only, load_parser
 from .idcache import LRU, FileStamp, content_key
 from .idformer import IDFormer, cross_attention_layers, split_pulid
 from .imaging import limit_long_side, to_uint8, vision_input, warp
@@ -84,6 +85,7 @@ class Stack:
     tower: EvaVisionTower
     idformer: IDFormer
     cross_attention: nn.ModuleList
+    parser: FaceParser | None  # None: the pulid entry switched parsing off
     stamps: tuple[FileStamp, ...]
     _by_dtype: dict[torch.dtype, Any] = field(default_factory=dict)
 
@@ -135,9 +137,15 @@ def load_stack(entries: StackEntries) -> Stack:
             layers = cross_attention_layers(ca_sd)
         except Exception as e:
             raise _invalid("weights", paths["pulid"], str(e)) from e
+        parser = None
+        if "faceParsing" in paths:
+            try:
+                parser = load_parser(paths["faceParsing"])
+            except Exception as e:
+                raise _invalid("faceParsing", paths["faceParsing"], str(e)) from e
         tower.float()
         _stacks.clear()  # one stack in memory at a time: the vision tower alone is 300M parameters
-        stack = _stacks[stamps] = Stack(detector, recognizer, tower, idformer, layers, stamps)
+        stack = _stacks[stamps] = Stack(detector, recognizer, tower, idformer, layers, parser, stamps)
         return stack
 
 
@@ -174,7 +182,13 @@ def compute_embedding(stack: Stack, image: torch.Tensor) -> IdEmbedding:
     stack.tower.to(device, dtype)
     stack.idformer.to(device, dtype)
     try:
-        embed, scales = stack.tower(vision_input(aligned, stack.tower.image_size).to(device, dtype))
+        face = aligned.permute(2, 0, 1)[None]
+        labels = None
+        if stack.parser is not None:
+            # parsed in float32 on the CPU: a label flipped by half precision whitens a different pixel
+            labels = stack.parser.labels(face)
+        pixels = vision_input(features_only(face, labels), stack.tower.image_size)
+        embed, scales = stack.tower(pixels.to(device, dtype))
         embed = embed / embed.norm(dim=1, keepdim=True)
         vector = torch.cat((id_vec.to(device, dtype), embed), dim=-1)
         if vector.shape[1] != stack.idformer.id_width:

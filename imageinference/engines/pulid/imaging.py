@@ -44,11 +44,10 @@ def limit_long_side(image: torch.Tensor, long_side: int = LONG_SIDE) -> torch.Te
     return out[0].permute(1, 2, 0)
 
 
-def vision_input(face: torch.Tensor, size: int) -> torch.Tensor:
-    """An aligned (S, S, 3) face in [0, 1] -> the tower's (1, 3, size, size) input: grey, resized, normalised."""
-    rgb = face.permute(2, 0, 1)[None].float()
-    grey = (0.299 * rgb[:, 0:1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3]).expand(-1, 3, -1, -1)
-    resized = F.interpolate(grey, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+def vision_input(picture: torch.Tensor, size: int) -> torch.Tensor:
+    """The (1, 3, S, S) picture of the face (face_parsing.features_only) -> the tower's (1, 3, size, size) input:
+    resized (bicubic, antialiased, as torchvision's resize of a tensor) and normalised with CLIP's mean/std."""
+    resized = F.interpolate(picture.float(), size=(size, size), mode="bicubic", align_corners=False, antialias=True)
     mean = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
     return (resized - mean) / std

@@ -11,23 +11,27 @@ the run (`sample_sigmas`) and the current sigma, to act only from the start step
 conditional rows the identity embedding and the unconditional rows (real CFG's negative pass) the unconditional
 one. The text length the single blocks need is recorded by the double blocks of the same forward.
 
+Real CFG (`trueCFGScale`, see schedule.true_cfg_acts): a CFG function with that scale, and a CALC_COND_BATCH
+wrapper that drops the negative pass before TRUE_CFG_FIRST_STEP (both passes then read the conditional result, so
+the step is the conditional prediction, as in PuLID-FLUX's sampler); at a scale that does not act, nothing is set.
+
 Order: a step cache replaces the same blocks and calls what was there before, so PuLID goes before a cache (the
 cache then skips or runs PuLID's blocks as a whole); PuLID after a cache is refused.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import comfy.model_management
 import comfy.model_patcher
+import comfy.patcher_extension
 import torch
 from torch import nn
 
 from ..cache.patch import CONFIG_KEY as STEP_CACHE_KEY
-from .schedule import Slot, StartStep, ca_slots, identity_active
+from .schedule import TRUE_CFG_START, Slot, StartStep, ca_slots, identity_active, true_cfg_acts
 
 TXT_KEY = "imageinference_pulid_txt"
 ADDITIONAL_KEY = "imageinference_pulid"
@@ -126,6 +130,18 @@ def true_cfg(scale: float) -> Any:
     return combine
 
 
+def true_cfg_from_first_step(executor: Any, model: Any, conds: list[Any], x_in: torch.Tensor, timestep: torch.Tensor,
+                             model_options: dict[str, Any]) -> Any:
+    """CALC_COND_BATCH wrapper: before the first real-CFG step, only the conditional pass runs."""
+    sigmas = model_options.get("transformer_options", {}).get("sample_sigmas")
+    if len(conds) == 2 and conds[1] is not None and sigmas is not None:
+        bound = TRUE_CFG_START.sigma_bound([float(s) for s in sigmas])
+        if not identity_active(float(timestep.flatten().max()), bound):
+            out = executor(model, [conds[0], None], x_in, timestep, model_options)
+            return [out[0], out[0]]
+    return executor(model, conds, x_in, timestep, model_options)
+
+
 def layer_holder(layers: nn.ModuleList) -> Any:
     """A ModelPatcher for the cross-attention layers, so ComfyUI loads them with the model and offloads them after.
     Keep it as long as the layers live and give each patched model a clone of it (ComfyUI warns about a leak when
@@ -147,7 +163,8 @@ def apply_pulid(model: Any, holder: Any, cond: torch.Tensor, uncond: torch.Tenso
     if model.model_options.get("transformer_options", {}).get(STEP_CACHE_KEY) is not None:
         raise ValueError("this model already has a step cache; apply PuLID before the step cache (the cache must "
                          "see PuLID's blocks)")
-    if true_cfg_scale is not None and "sampler_cfg_function" in model.model_options:
+    acts = true_cfg_acts(true_cfg_scale)
+    if acts and "sampler_cfg_function" in model.model_options:
         raise ValueError("this model already has its own CFG function; trueCFGScale cannot be combined with it")
     dtype = compute_dtype(model)
     if next(layers.parameters()).dtype != dtype:
@@ -162,6 +179,9 @@ def apply_pulid(model: Any, holder: Any, cond: torch.Tensor, uncond: torch.Tenso
                                         slot.index)
     patched.set_additional_models(ADDITIONAL_KEY,
                                   patched.get_additional_models_with_key(ADDITIONAL_KEY) + [holder.clone()])
-    if true_cfg_scale is not None and not math.isnan(true_cfg_scale):
+    if acts:
+        assert true_cfg_scale is not None
         patched.set_model_sampler_cfg_function(true_cfg(true_cfg_scale), disable_cfg1_optimization=True)
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, ADDITIONAL_KEY,
+                                     true_cfg_from_first_step)
     return patched

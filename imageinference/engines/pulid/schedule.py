@@ -9,6 +9,13 @@ Start step: the request's `CFGstartStep` / `CFGstartStepPercentage` is read as t
 injected (the docs' "step to start identity influence", PuLID-FLUX's "timestep to start inserting ID"): steps
 before it run the plain model, steps from it on run with the cross-attention layers. It is counted in the steps
 the sampler really runs, like every other step window of the pack; a percentage p is step round(p / 100 * steps).
+
+Real CFG (`pulid.trueCFGScale`), as PuLID-FLUX's sampler runs it: only for a scale above 1 (more than
+TRUE_CFG_NEUTRAL above it: the reference's `abs(true_cfg - 1) > 1e-2`; at 1 or below no negative pass runs, as core
+CFG skips it at 1, and the sampler's own CFG applies), and from step TRUE_CFG_FIRST_STEP on (its
+`timestep_to_start_cfg`): step 0 runs the conditional pass only. Scales below 1 are outside the reference's range
+(its slider is 1-10); the reference would extrapolate away from the negative prompt there, this pack runs no
+negative pass (the contract already says a negative prompt acts on FLUX only above 1).
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from ..samplers.windows import StepWindow
 
 DOUBLE_INTERVAL = 2
 SINGLE_INTERVAL = 4
+TRUE_CFG_FIRST_STEP = 1
+TRUE_CFG_NEUTRAL = 0.01
 BlockKind = Literal["double_block", "single_block"]
 
 
@@ -79,3 +88,11 @@ class StartStep:
 
 def identity_active(sigma: float, bound: float) -> bool:
     return sigma <= bound
+
+
+def true_cfg_acts(scale: float | None) -> bool:
+    """Whether `pulid.trueCFGScale` runs real CFG at all (None or NaN: not given)."""
+    return scale is not None and scale == scale and scale > 1 + TRUE_CFG_NEUTRAL
+
+
+TRUE_CFG_START = StartStep(step=TRUE_CFG_FIRST_STEP)

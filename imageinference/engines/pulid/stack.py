@@ -6,7 +6,9 @@
 - kind `idEncoder`: one part of the ID encoder stack, its `options.role` one of ROLES:
   - `faceDetection`: SCRFD with 5 keypoints as ONNX (antelopev2's scrfd_10g_bnkps.onnx), folder `insightface/`;
   - `faceRecognition`: the ArcFace-style recognition model as ONNX (antelopev2's glintr100.onnx), `insightface/`;
-  - `visionTower`: the EVA02-CLIP-L-14-336 weights (EVA-CLIP's EVA02_CLIP_L_336_psz14_s6B.pt), `clip_vision/`.
+  - `visionTower`: the EVA02-CLIP-L-14-336 weights (EVA-CLIP's EVA02_CLIP_L_336_psz14_s6B.pt), `clip_vision/`;
+  - `faceParsing`: the BiSeNet face parser (facexlib's parsing_bisenet, converted to safetensors), `pulid/`.
+    A `pulid` entry may set this role to NO_PARSING ("none") to send the whole crop to the vision tower.
 A request names none of these: `pulid` always uses DEFAULT_PULID for the model's architecture.
 """
 
@@ -21,31 +23,37 @@ from ..models.catalog import Catalog, Entry
 
 PULID_KIND = "pulid"
 ENCODER_KIND = "idEncoder"
-ROLES = ("faceDetection", "faceRecognition", "visionTower")
+ROLES = ("faceDetection", "faceRecognition", "visionTower", "faceParsing")
+OPTIONAL_ROLES = ("faceParsing",)
+NO_PARSING = "none"
 PARAMETER = "pulid"
 DEFAULT_PULID = "pulid:flux@v0.9.1"
 DEFAULT_ENCODERS = {
     "faceDetection": "insightface:antelopev2@scrfd-10g-bnkps",
     "faceRecognition": "insightface:antelopev2@glintr100",
     "visionTower": "eva-clip:eva02-clip-l-14-336@s6b",
+    "faceParsing": "facexlib:parsing@bisenet",
 }
 WHERE = {
     "pulid": "ComfyUI/models/pulid/ (PuLID-FLUX weights, e.g. pulid_flux_v0.9.1.safetensors)",
     "faceDetection": "ComfyUI/models/insightface/models/antelopev2/ (from the antelopev2 pack)",
     "faceRecognition": "ComfyUI/models/insightface/models/antelopev2/ (from the antelopev2 pack)",
     "visionTower": "ComfyUI/models/clip_vision/ (EVA-CLIP's EVA02_CLIP_L_336_psz14_s6B.pt)",
+    "faceParsing": "ComfyUI/models/pulid/ (facexlib's parsing_bisenet.pth converted to parsing_bisenet.safetensors; "
+                   "see docs/pulid.md)",
 }
 
 
 @dataclass(frozen=True)
 class StackEntries:
     weights: Entry
-    encoders: dict[str, Entry]  # role -> entry
+    encoders: dict[str, Entry]  # role -> entry (an optional role switched off has none)
 
     def files(self) -> list[tuple[str, Entry, str]]:
         """(role, entry, `<folder>/<file>`) for every file the stack needs, weights first."""
         out = [("pulid", self.weights, self.weights.files["model"])]
-        out += [(role, self.encoders[role], self.encoders[role].files["model"]) for role in ROLES]
+        out += [(role, self.encoders[role], self.encoders[role].files["model"]) for role in ROLES
+                if role in self.encoders]
         return out
 
 
@@ -76,6 +84,8 @@ def stack_entries(catalog: Catalog, air: str) -> StackEntries:
         raise _error("invalidModelKind", f"{air} is a {weights.kind} in the catalog, not PuLID weights")
     encoders: dict[str, Entry] = {}
     for role, enc_air in encoder_airs(weights).items():
+        if role in OPTIONAL_ROLES and enc_air == NO_PARSING:
+            continue
         entry = catalog.get(enc_air)
         if entry is None:
             problems.append(f"{role} {enc_air} is not in the catalog")
