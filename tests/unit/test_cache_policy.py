@@ -276,3 +276,15 @@ def test_peer_pack_rules_lift_the_cap_and_the_last_step_rule():
         cache_config("fbCache", 0.3, Layout(), signal="input")  # type: ignore[arg-type]
     text = always_run_warning("FBCache", peer.policy, 1, 2)
     assert text is not None and "no cap on skips in a row" in text and "reaches 1" in text
+
+
+@pytest.mark.parametrize("scale", [0.8, 1.0, 2.5])
+def test_api_value_is_the_inverse_of_api_threshold(scale):
+    from imageinference.engines.cache.profiles import api_value
+
+    for threshold in (0.0, 0.01, 0.12, 0.3, 0.4, 0.5, 0.8, 1.0, 2.0, 7.5):
+        value = api_value(threshold, scale)
+        assert 0.0 <= value < 1.0
+        assert api_threshold(value, scale) == pytest.approx(threshold, rel=1e-12, abs=1e-15)
+    assert api_value(0.4, 0.8) == 0.5 and api_value(0.8, 0.8) == pytest.approx(0.75)
+    assert api_value(math.inf, scale) == 1.0

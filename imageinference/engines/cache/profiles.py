@@ -91,6 +91,19 @@ def api_threshold(value: float, scale: float) -> float:
     return scale * LINEAR_UP_TO ** 2 / (1.0 - value)
 
 
+def api_value(threshold: float, scale: float) -> float:
+    """The API value (0-1) whose criterion threshold is `threshold` (the inverse of api_threshold), e.g. to use a
+    peer pack's setting: ComfyUI-TeaCache's rel_l1_thresh t on FLUX is teaCacheDistance api_value(t, 0.8) (0.4 ->
+    0.5, 0.8 -> 0.75), Comfy-WaveSpeed's residual_diff_threshold t is fbCacheThreshold api_value(t, 1.0)."""
+    if threshold < 0:
+        raise ValueError("a threshold is not negative")
+    if math.isinf(threshold):
+        return 1.0
+    if threshold <= scale * LINEAR_UP_TO:
+        return threshold / scale
+    return 1.0 - scale * LINEAR_UP_TO ** 2 / threshold
+
+
 def calibration_path(user_dir: str | None = None) -> Path:
     env = os.environ.get(CALIBRATION_ENV)
     if env:
