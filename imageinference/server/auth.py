@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import urllib.parse
 from typing import Any
 
 from ..contract.errors import ApiError
@@ -40,6 +41,30 @@ def is_loopback(peer: str | None) -> bool:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     return addr.is_loopback
+
+
+def host_of(value: str, scheme: bool = False) -> str | None:
+    """The host name of a Host header (`name[:port]`, `[v6][:port]`) or, with `scheme`, of an Origin URL."""
+    try:
+        parsed = urllib.parse.urlsplit(value.strip() if scheme else "//" + value.strip())
+        parsed.port  # noqa: B018 - a malformed port raises here
+    except ValueError:
+        return None
+    if scheme and parsed.scheme not in ("http", "https"):
+        return None  # "null" (sandboxed pages, file://) and anything else: no loopback origin
+    return parsed.hostname
+
+
+def is_loopback_name(host: str | None) -> bool:
+    """A name that means this machine whatever DNS says: a loopback address literal, `localhost` or a
+    `*.localhost` name (RFC 6761). Not any name that happens to resolve to 127.0.0.1: that is what DNS
+    rebinding makes of an attacker's name."""
+    if not host:
+        return False
+    host = host.rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    return is_loopback(host)
 
 
 def auth_error(raw: Any, given: Any) -> ApiError:

@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..engines.imageio.limits import allow_private_urls
+from .sessions import SessionRegistry
+
 BASE_PATH = "/imageinference/v1"
 """The one path of the endpoint: POST for REST, GET with an Upgrade header for WebSocket."""
 IMAGE_PATH = BASE_PATH + "/image"
@@ -43,6 +46,9 @@ class EndpointConfig:
     sync_timeout_s: float = 900.0
     ws_idle_s: float = 120.0
     session_keep_s: float = 120.0
+    ws_buffer_bytes: int = 64 * 1024 * 1024  # frames held for one away WebSocket client
+    ws_buffer_total_bytes: int = 512 * 1024 * 1024  # ... and for all of them
+    ws_max_sessions: int = 1000
     webhook_attempts: int = 6
     webhook_backoff_s: float = 1.0
     webhook_backoff_max_s: float = 60.0
@@ -66,14 +72,21 @@ class EndpointConfig:
             sync_timeout_s=_float(env, "IMAGEINFERENCE_SYNC_TIMEOUT", d.sync_timeout_s),
             ws_idle_s=_float(env, "IMAGEINFERENCE_WS_IDLE_SECONDS", d.ws_idle_s),
             session_keep_s=_float(env, "IMAGEINFERENCE_SESSION_KEEP_SECONDS", d.session_keep_s),
+            ws_buffer_bytes=_int(env, "IMAGEINFERENCE_WS_BUFFER_BYTES", d.ws_buffer_bytes, 0),
+            ws_buffer_total_bytes=_int(env, "IMAGEINFERENCE_WS_BUFFER_TOTAL_BYTES", d.ws_buffer_total_bytes, 0),
+            ws_max_sessions=_int(env, "IMAGEINFERENCE_WS_MAX_SESSIONS", d.ws_max_sessions),
             webhook_attempts=_int(env, "IMAGEINFERENCE_WEBHOOK_ATTEMPTS", d.webhook_attempts),
             webhook_backoff_s=_float(env, "IMAGEINFERENCE_WEBHOOK_BACKOFF", d.webhook_backoff_s),
             webhook_backoff_max_s=_float(env, "IMAGEINFERENCE_WEBHOOK_BACKOFF_MAX", d.webhook_backoff_max_s),
             webhook_timeout_s=_float(env, "IMAGEINFERENCE_WEBHOOK_TIMEOUT", d.webhook_timeout_s),
             retention_s=_float(env, "IMAGEINFERENCE_TASK_RETENTION_HOURS", d.retention_s / 3600) * 3600,
-            allow_private_targets=_flag(env, "IMAGEINFERENCE_ALLOW_PRIVATE_URLS"),
+            allow_private_targets=allow_private_urls(env),
             store_path=Path(store).expanduser() if store else None,
         )
+
+    def sessions(self) -> SessionRegistry:
+        return SessionRegistry(self.session_keep_s, max_session_bytes=self.ws_buffer_bytes,
+                               max_total_bytes=self.ws_buffer_total_bytes, max_sessions=self.ws_max_sessions)
 
     @property
     def loopback_only(self) -> bool:

@@ -1,9 +1,10 @@
 """Outgoing requests: webhook POSTs and `uploadEndpoint` PUTs, retried with backoff, never into the local network.
 
-The target's host is resolved once and every address checked by the image fetcher's rules (`imageio.fetch`:
-private, loopback and link-local addresses refused unless IMAGEINFERENCE_ALLOW_PRIVATE_URLS is set); the
-connection then goes to that checked address (a pinned resolver), so a DNS answer cannot change in between.
-Redirects are not followed. Pure (aiohttp, no ComfyUI).
+A target is read by the image fetcher's one URL parser and address rule (`imageio.fetch`: private, loopback and
+link-local addresses refused unless IMAGEINFERENCE_ALLOW_PRIVATE_URLS is set); each attempt has one deadline
+(IMAGEINFERENCE_WEBHOOK_TIMEOUT) that covers the DNS lookup, the connection and the answer; the connection goes to
+the checked address (a pinned resolver), so a DNS answer cannot change in between. Redirects are not followed.
+Pure (aiohttp, no ComfyUI).
 """
 
 from __future__ import annotations
@@ -13,19 +14,16 @@ import contextlib
 import json
 import socket
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from ..engines.imageio.fetch import FetchError, resolve
-from ..engines.imageio.limits import Limits
+from ..engines.imageio.fetch import Deadline, FetchError, RefusedAddress, parse_url, resolve
 from .store import DeliveryRecord, StoreRunner
 
 USER_AGENT = "imageinference-nodes"
-MAX_URL = 2048
 
 
 class DeliveryError(Exception):
@@ -36,33 +34,26 @@ class DeliveryError(Exception):
 
 def url_problem(value: Any) -> str | None:
     """Why `value` cannot be a webhook or upload URL, or None."""
-    if not isinstance(value, str):
-        return "must be a string URL"
-    if len(value) > MAX_URL:
-        return f"must be at most {MAX_URL} characters"
     try:
-        parsed = urllib.parse.urlsplit(value)
-        parsed.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        return "is not a valid URL"
-    if parsed.scheme not in ("http", "https") or not parsed.hostname or any(c.isspace() for c in value):
-        return "must be an http(s) URL with a host"
+        parse_url(value)
+    except FetchError as exc:
+        return str(exc)
     return None
 
 
-async def check_target(url: str, allow_private: bool) -> tuple[str, str, int]:
-    """(host, checked address, port) of a target URL; DeliveryError(permanent) when it may not be reached."""
-    problem = url_problem(url)
-    if problem:
-        raise DeliveryError(f"{url[:80]!r} {problem}", permanent=True)
-    parsed = urllib.parse.urlsplit(url)
-    host = parsed.hostname or ""
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+async def check_target(url: str, allow_private: bool, deadline: Deadline | None = None) -> tuple[str, str, int]:
+    """(host, checked address, port) of a target URL, resolved within the deadline; DeliveryError (permanent when
+    the target may never be reached) otherwise."""
     try:
-        ip = await asyncio.to_thread(resolve, host, port, Limits(allow_private_urls=allow_private))
+        target = parse_url(url)
     except FetchError as exc:
-        raise DeliveryError(str(exc), permanent=True) from exc
-    return host, ip, port
+        raise DeliveryError(f"{str(url)[:80]!r} {exc}", permanent=True) from None
+    deadline = deadline or Deadline(15.0)
+    try:
+        ip = await asyncio.to_thread(resolve, target.host, target.port, allow_private, deadline)
+    except FetchError as exc:  # a refused address stays refused; a resolver that failed may recover
+        raise DeliveryError(str(exc), permanent=isinstance(exc, RefusedAddress)) from exc
+    return target.host, ip, target.port
 
 
 class _PinnedResolver(AbstractResolver):
@@ -83,11 +74,16 @@ class _PinnedResolver(AbstractResolver):
 
 async def send_once(method: str, url: str, body: bytes, content_type: str, timeout_s: float,
                     allow_private: bool) -> None:
-    """One request; DeliveryError unless the target answers 2xx."""
-    host, ip, _port = await check_target(url, allow_private)
+    """One request, lookup included, within `timeout_s`; DeliveryError unless the target answers 2xx."""
+    deadline = Deadline(timeout_s)
+    host, ip, _port = await check_target(url, allow_private, deadline)
+    try:
+        remaining = deadline.remaining()
+    except FetchError as exc:
+        raise DeliveryError(f"{method} {url[:200]} failed: {exc}") from None
     connector = aiohttp.TCPConnector(resolver=_PinnedResolver(host, ip), force_close=True, limit=1)
     try:
-        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as s, \
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=remaining)) as s, \
                 s.request(method, url, data=body, allow_redirects=False,
                           headers={"Content-Type": content_type, "User-Agent": USER_AGENT}) as resp:
             await resp.content.read(65536)

@@ -4,7 +4,9 @@
   -> {"request": ..., "notExportable": [...]}, or {"errors": [...]} (status 400)
 - POST /imageinference/graph/compile <an imageInference request: an object, or the API's array of tasks>
   -> {"workflow": <frontend workflow>, "request": <canonical request>}, or {"errors": [...]} (status 400)
-Both only convert between formats (nothing is run, fetched or written), so they need no key; bodies are limited.
+Both only convert between formats (nothing is run, fetched or written), so they need no key. Bodies are read whole
+by the endpoint's own reader, with its limit and timeout (IMAGEINFERENCE_MAX_BODY_BYTES, IMAGEINFERENCE_BODY_TIMEOUT):
+a request file holding real images arrives in many chunks.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from aiohttp import web
 
 from ..contract.errors import ContractError
 from ..engines.models.catalog import Catalog
+from .body import read_body
+from .config import EndpointConfig
+from .protocol import EnvelopeError
 
 log = logging.getLogger("imageinference")
-MAX_BODY = 8 * 1024 * 1024
 EXPORT_PATH = "/imageinference/graph/export"
 COMPILE_PATH = "/imageinference/graph/compile"
 
@@ -29,16 +33,16 @@ def _errors(exc: ContractError) -> web.Response:
     return web.json_response(exc.to_json(), status=400)
 
 
-async def _body(request: web.Request) -> Any:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ContractError.single("invalidBody", f"the body is over {MAX_BODY} bytes", "body", "object")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise ContractError.single("invalidBody", f"the body is over {MAX_BODY} bytes", "body", "object")
+async def _body(request: web.Request, config: EndpointConfig) -> Any:
+    raw = await read_body(request, config.max_body_bytes, config.body_timeout_s)
     try:
         return json.loads(raw)
     except ValueError as exc:
         raise ContractError.single("invalidBody", f"the body is not JSON: {exc}", "body", "object") from None
+
+
+def _refused(exc: EnvelopeError) -> web.Response:
+    return web.json_response({"errors": [exc.error.to_json()]}, status=exc.status)
 
 
 def export_graph(prompt: Any) -> dict[str, Any]:
@@ -73,21 +77,25 @@ def compile_graph(body: Any) -> dict[str, Any]:
     return {"workflow": api_to_workflow(prompt, local_object_info()), "request": canonical}
 
 
-async def _export(request: web.Request) -> web.Response:
-    try:
-        body = await _body(request)
-        return web.json_response(export_graph(body.get("prompt") if isinstance(body, dict) else None))
-    except ContractError as exc:
-        return _errors(exc)
+def register(routes: web.RouteTableDef, config: EndpointConfig | None = None) -> None:
+    settings = config or EndpointConfig.from_env()
 
+    async def _export(request: web.Request) -> web.Response:
+        try:
+            body = await _body(request, settings)
+            return web.json_response(export_graph(body.get("prompt") if isinstance(body, dict) else None))
+        except EnvelopeError as exc:
+            return _refused(exc)
+        except ContractError as exc:
+            return _errors(exc)
 
-async def _compile(request: web.Request) -> web.Response:
-    try:
-        return web.json_response(compile_graph(await _body(request)))
-    except ContractError as exc:
-        return _errors(exc)
+    async def _compile(request: web.Request) -> web.Response:
+        try:
+            return web.json_response(compile_graph(await _body(request, settings)))
+        except EnvelopeError as exc:
+            return _refused(exc)
+        except ContractError as exc:
+            return _errors(exc)
 
-
-def register(routes: web.RouteTableDef) -> None:
     routes.post(EXPORT_PATH)(_export)
     routes.post(COMPILE_PATH)(_compile)

@@ -42,7 +42,7 @@ def install(prompt_server: Any) -> Endpoint:
     config = EndpointConfig.from_env()
     images = image_store()
     runner = StoreRunner(SqliteTaskStore(store_path(config)))
-    sessions = SessionRegistry(config.session_keep_s)
+    sessions = config.sessions()
     webhooks = WebhookWorker(runner, config.webhook_attempts, config.webhook_backoff_s, config.webhook_backoff_max_s,
                              config.webhook_timeout_s, config.allow_private_targets)
     tracker = TaskTracker(runner, _NoEngine(), sessions, webhooks, images, public_base_url, config)

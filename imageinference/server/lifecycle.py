@@ -26,6 +26,7 @@ from ..interop.compiler import NODE
 from .config import EndpointConfig
 from .delivery import WebhookWorker, send_with_retries
 from .plan import Plan, errors_from_execution, errors_from_rejection, result_item
+from .protocol import merge_warnings, result_frame
 from .sessions import SessionRegistry
 from .store import ResultRecord, Status, StoreRunner, TaskRecord, TaskStore
 
@@ -71,16 +72,19 @@ class Running:
     record: TaskRecord
     plan: Plan
     parts: list[Part]
-    results: dict[int, tuple[str, dict[str, Any]]] = field(default_factory=dict)
-    warnings: list[Any] = field(default_factory=list)
+    results: dict[int, ResultRecord] = field(default_factory=dict)
     waiter: asyncio.Future[Outcome] | None = None
 
     def outcome(self) -> Outcome:
-        out = Outcome(warnings=list(self.warnings))
-        for index in sorted(self.results):
-            kind, body = self.results[index]
-            (out.data if kind == "data" else out.errors).append(body)
-        return out
+        return outcome_of(self.record, [self.results[i] for i in sorted(self.results)])
+
+
+def outcome_of(record: TaskRecord, results: list[ResultRecord]) -> Outcome:
+    """A task's items and errors in result order, with the request's warnings and every result's."""
+    out = Outcome(warnings=merge_warnings(record.warnings, *(r.warnings for r in results)))
+    for result in results:
+        (out.data if result.kind == "data" else out.errors).append(result.body)
+    return out
 
 
 class TaskTracker:
@@ -172,13 +176,13 @@ class TaskTracker:
         self.by_prompt.pop(part.prompt_id, None)
         running = self.running[part.task_uuid]
         kind, body = "error", {}
+        warnings: list[dict[str, Any]] = []
         try:
             if not errors and response is None:
                 errors = [ApiError("inferenceError", "the graph finished without a response", "", "", None,
                                    part.task_uuid)]
             if not errors and response is not None:
                 item, warnings = result_item(response, running.plan.canonical, self.base_url())
-                running.warnings.extend(warnings)
                 problem = await self._upload(running, item)
                 if problem:
                     errors = [ApiError("uploadFailed", f"the image {item.get('imageUUID')} could not be PUT to "
@@ -192,7 +196,8 @@ class TaskTracker:
                                part.task_uuid)]
         if kind == "error":
             body = errors[0].to_json() if len(errors) == 1 else merge_errors(errors)
-        await self._record(running, part.index, kind, body)
+        await self._record(running, ResultRecord(part.task_uuid, part.index, "data" if kind == "data" else "error",
+                                                 body, time.time(), warnings))
 
     async def _upload(self, running: Running, item: dict[str, Any]) -> str | None:
         target = running.record.upload_endpoint
@@ -207,21 +212,20 @@ class TaskTracker:
         return await send_with_retries("PUT", target, data, MIME[fmt], c.webhook_attempts, c.webhook_backoff_s,
                                        c.webhook_backoff_max_s, c.webhook_timeout_s, c.allow_private_targets)
 
-    async def _record(self, running: Running, index: int, kind: str, body: dict[str, Any]) -> None:
+    async def _record(self, running: Running, result: ResultRecord) -> None:
         record = running.record
-        now = time.time()
-        running.results[index] = (kind, body)
-        result = ResultRecord(record.task_uuid, index, "data" if kind == "data" else "error", body, now)
-        await self.runner.call(lambda s: s.add_result(result))
-        frame = {"data": [body]} if kind == "data" else {"errors": [body]}
+        if not await self.runner.call(lambda s: s.add_result(result)):
+            return  # this result was recorded already: the first one is what every client got
+        running.results[result.index] = result
+        frame = result_frame(result.kind, result.body, merge_warnings(record.warnings, result.warnings))
         if record.webhook_url:
             url = record.webhook_url
-            await self.runner.call(lambda s: s.add_delivery(record.task_uuid, url, frame, now))
+            await self.runner.call(lambda s: s.add_delivery(record.task_uuid, url, frame, result.created))
             self.webhooks.wake()
         if record.delivery == "sync" and record.session_id:
             await self.sessions.push(record.session_id, frame)
         if len(running.results) == len(running.parts):
-            status: Status = "success" if all(k == "data" for k, _ in running.results.values()) else "error"
+            status: Status = "success" if all(r.kind == "data" for r in running.results.values()) else "error"
             await self.runner.call(lambda s: s.finish_task(record.task_uuid, status, time.time()))
             self.running.pop(record.task_uuid, None)
             if running.waiter is not None and not running.waiter.done():
@@ -249,7 +253,7 @@ class TaskTracker:
             for result in missing:
                 s.add_result(result)
                 if url:
-                    s.add_delivery(task_uuid, url, {"errors": [body]}, now)
+                    s.add_delivery(task_uuid, url, result_frame("error", body, record.warnings), now)
             s.finish_task(task_uuid, "error", now)
 
         await self.runner.call(write)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..contract.errors import ApiError, ContractError, code_for
@@ -33,6 +33,7 @@ class Plan:
     delivery: str  # "sync" | "async"; a webhookURL makes a task async (it is answered by an acknowledgement)
     webhook_url: str | None = None
     upload_endpoint: str | None = None
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # the request's own, found when it was validated
 
     @property
     def task_uuid(self) -> str:

@@ -20,7 +20,7 @@ API_DOCS = "https://runware.ai/docs/en/getting-started/how-to-connect"
 
 AUTH_CODES = frozenset({"missingApiKey", "invalidApiKey"})
 _STATUS = {"loopbackOnly": 403, "taskNotFound": 404, "requestTimeout": 408, "payloadTooLarge": 413,
-           "queueFull": 429}
+           "queueFull": 429, "serviceUnavailable": 503}
 
 
 def status_of(code: str) -> int:
@@ -137,11 +137,37 @@ def http_status(data: list[dict[str, Any]], errors: list[dict[str, Any]]) -> int
     return 401 if 401 in statuses else 400
 
 
-def ws_frames(data: list[dict[str, Any]], errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """WebSocket answers: data and errors in separate frames (clients stop reading a frame at its errors)."""
+def ws_frames(data: list[dict[str, Any]], errors: list[dict[str, Any]],
+              warnings: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """WebSocket answers: data and errors in separate frames (clients stop reading a frame at its errors);
+    warnings ride with the data (with the errors when there is no data)."""
     frames: list[dict[str, Any]] = []
     if data:
         frames.append({"data": data})
     if errors:
         frames.append({"errors": errors})
+    if warnings and frames:
+        frames[0]["warnings"] = warnings
     return frames
+
+
+def merge_warnings(*lists: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Warnings of a task from all its sources (the request's own, each result's), each one once, in order."""
+    seen: set[str] = set()
+    merged: list[dict[str, Any]] = []
+    for items in lists:
+        for warning in items or []:
+            key = json.dumps(warning, sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                merged.append(warning)
+    return merged
+
+
+def result_frame(kind: str, body: dict[str, Any], warnings: list[dict[str, Any]]) -> dict[str, Any]:
+    """One finished result as a WebSocket frame or webhook body: `{"data": [item]}` or `{"errors": [error]}`,
+    with its task's warnings."""
+    frame: dict[str, Any] = {"data": [body]} if kind == "data" else {"errors": [body]}
+    if warnings:
+        frame["warnings"] = warnings
+    return frame

@@ -16,11 +16,12 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ..engines.imageio.store import ImageStore
-from .auth import bearer, is_loopback, key_matches
+from .auth import bearer, host_of, is_loopback, is_loopback_name, key_matches
+from .body import read_body
 from .config import EndpointConfig
 from .protocol import EnvelopeError, echo, envelope, http_status, parse_body, request_error, ws_frames
 from .service import Caller, TaskService
-from .sessions import SessionRegistry
+from .sessions import SessionRegistry, frame_text
 from .uploads import stored_filename
 
 log = logging.getLogger("imageinference.server")
@@ -35,39 +36,25 @@ def _refusal(exc: EnvelopeError) -> web.Response:
     return _reply({"errors": [exc.error.to_json()]}, exc.status)
 
 
-def loopback_refusal() -> EnvelopeError:
+def loopback_refusal(why: str = "") -> EnvelopeError:
     return EnvelopeError(403, request_error(
-        "loopbackOnly", "no API key is configured, so this endpoint answers loopback clients only; start ComfyUI "
-        "with IMAGEINFERENCE_API_KEY set to accept remote clients"))
+        "loopbackOnly", "no API key is configured, so this endpoint answers loopback clients only" + why +
+        "; start ComfyUI with IMAGEINFERENCE_API_KEY set to accept remote clients"))
 
 
-async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
-    """The body, refused (413) past `limit` bytes and (408) when it does not arrive within `timeout_s`."""
-    if request.content_length is not None and request.content_length > limit:
-        raise EnvelopeError(413, request_error("payloadTooLarge", f"the body is {request.content_length} bytes; "
-                                               f"the limit is {limit} (IMAGEINFERENCE_MAX_BODY_BYTES)"))
-    chunks: list[bytes] = []
-    size = 0
-
-    async def _read() -> None:
-        nonlocal size
-        while True:
-            chunk = await request.content.read(65536)
-            if not chunk:
-                return
-            size += len(chunk)
-            if size > limit:
-                raise EnvelopeError(413, request_error("payloadTooLarge", f"the body is over the {limit}-byte "
-                                                       "limit (IMAGEINFERENCE_MAX_BODY_BYTES)"))
-            chunks.append(chunk)
-
-    try:
-        await asyncio.wait_for(_read(), timeout_s)
-    except asyncio.TimeoutError:
-        raise EnvelopeError(408, request_error("requestTimeout",
-                                               f"the body did not arrive within {timeout_s:g} s "
-                                               "(IMAGEINFERENCE_BODY_TIMEOUT)")) from None
-    return b"".join(chunks)
+def keyless_refusal(request: web.Request) -> EnvelopeError | None:
+    """Without a key: only loopback peers, and only requests that name a loopback host (and, from a browser, come
+    from a loopback origin). A web page that rebinds its own name to 127.0.0.1 reaches a loopback peer address,
+    but its requests still carry its name in Host (and its Origin): refused here."""
+    if not is_loopback(request.remote):
+        return loopback_refusal()
+    host = request.headers.get("Host")
+    if host is not None and not is_loopback_name(host_of(host)):
+        return loopback_refusal(f" under a loopback name (127.0.0.1, [::1], localhost), not Host {host[:100]!r}")
+    origin = request.headers.get("Origin")
+    if origin is not None and not is_loopback_name(host_of(origin, scheme=True)):
+        return loopback_refusal(f" from loopback pages, not Origin {origin[:100]!r}")
+    return None
 
 
 class WsSink:
@@ -77,12 +64,12 @@ class WsSink:
         self.ws = ws
         self._lock = asyncio.Lock()
 
-    async def send(self, frame: dict[str, Any]) -> bool:
+    async def send(self, text: str) -> bool:
         if self.ws.closed:
             return False
         try:
             async with self._lock:
-                await self.ws.send_str(json.dumps(frame, ensure_ascii=False))
+                await self.ws.send_str(text)
             return True
         except (ConnectionError, RuntimeError):
             return False
@@ -109,8 +96,9 @@ class Endpoint:
     # ------------------------------------------------------------------ REST
     async def post(self, request: web.Request) -> web.Response:
         try:
-            if self.config.loopback_only and not is_loopback(request.remote):
-                raise loopback_refusal()
+            refused = keyless_refusal(request) if self.config.loopback_only else None
+            if refused is not None:
+                raise refused
             tasks = self._tasks(await read_body(request, self.config.max_body_bytes, self.config.body_timeout_s))
         except EnvelopeError as exc:
             return _refusal(exc)
@@ -120,8 +108,9 @@ class Endpoint:
 
     # ------------------------------------------------------------------ WebSocket
     async def get(self, request: web.Request) -> web.StreamResponse:
-        if self.config.loopback_only and not is_loopback(request.remote):
-            return _refusal(loopback_refusal())
+        refused = keyless_refusal(request) if self.config.loopback_only else None
+        if refused is not None:
+            return _refusal(refused)
         ws = web.WebSocketResponse(max_msg_size=self.config.max_body_bytes, autoping=True)
         if not ws.can_prepare(request).ok:
             return _reply({"errors": [request_error(
@@ -167,16 +156,17 @@ class Endpoint:
             try:
                 tasks = self._tasks(msg.data)
             except EnvelopeError as exc:
-                await sink.send({"errors": [exc.error.to_json()]})
+                await sink.send(frame_text({"errors": [exc.error.to_json()]}))
                 continue
             answer = await self.service.collect(await self.service.handle_batch(tasks, caller))
-            for frame in ws_frames(answer.data, answer.errors):
-                await sink.send(frame)
+            for frame in ws_frames(answer.data, answer.errors, answer.warnings):
+                await sink.send(frame_text(frame))
 
     # ------------------------------------------------------------------ images
     async def image(self, request: web.Request) -> web.StreamResponse:
-        if self.config.loopback_only and not is_loopback(request.remote):
-            return _refusal(loopback_refusal())
+        refused = keyless_refusal(request) if self.config.loopback_only else None
+        if refused is not None:
+            return _refusal(refused)
         named = stored_filename(request.match_info.get("name", ""))
         path = await asyncio.to_thread(self.images.find, named[0]) if named else None
         if named is None or path is None or path.suffix != "." + named[1]:

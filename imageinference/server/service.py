@@ -15,17 +15,19 @@ from typing import Any
 
 from ..contract.errors import ApiError, ContractError
 from ..contract.response import AsyncAck
+from ..engines.imageio.fetch import Deadline
 from ..engines.imageio.limits import Limits
 from ..engines.imageio.store import ImageStore
 from ..engines.models.catalog import Catalog, CatalogError
 from .auth import auth_error, check_authentication_task
 from .config import EndpointConfig
 from .delivery import DeliveryError, check_target
-from .lifecycle import Outcome, TaskTracker
+from .lifecycle import Outcome, TaskTracker, outcome_of
 from .plan import plan_task
-from .protocol import check_task_shape, echo, identity, require_uuid, task_error
+from .protocol import check_task_shape, echo, identity, merge_warnings, require_uuid, task_error
 from .search import model_search
-from .store import ResultRecord, StoreRunner, TaskRecord
+from .sessions import TooManySessions
+from .store import QueueFull, ResultRecord, StoreRunner, TaskRecord
 from .uploads import upload_image
 
 Json = dict[str, Any]
@@ -53,6 +55,7 @@ class Slot:
     errors: list[Json] = field(default_factory=list)
     waiter: asyncio.Future[Outcome] | None = None
     task_uuid: str = ""
+    warnings: list[Json] = field(default_factory=list)
 
 
 @dataclass
@@ -74,6 +77,9 @@ class TaskService:
         for raw in tasks:
             try:
                 slots.append(await self._one(raw, caller))
+            except TooManySessions as exc:
+                slots.append(Slot(errors=[task_error(raw, "serviceUnavailable", f"{exc}; try again later")
+                                          .to_json()]))
             except Exception as exc:  # never a 500: an unexpected failure is this task's error
                 log.exception("imageInference endpoint: a %s task failed", identity(raw)[0] or "malformed")
                 slots.append(Slot(errors=[task_error(raw, "internalServerError",
@@ -90,13 +96,14 @@ class TaskService:
                     remaining = max(0.0, deadline - time.monotonic())
                     outcome = await asyncio.wait_for(asyncio.shield(slot.waiter), remaining)
                     slot.data, slot.errors = outcome.data, outcome.errors
-                    answer.warnings.extend(outcome.warnings)
+                    slot.warnings = merge_warnings(slot.warnings, outcome.warnings)
                 except asyncio.TimeoutError:
                     slot.errors = [ApiError("timeout", f"the task is still running after "
                                             f"{self.config.sync_timeout_s:.0f} s; poll getResponse with this "
                                             "taskUUID for its results", "", "", None, slot.task_uuid).to_json()]
             answer.data.extend(slot.data)
             answer.errors.extend(slot.errors)
+            answer.warnings = merge_warnings(answer.warnings, slot.warnings)
         return answer
 
     # ------------------------------------------------------------------ dispatch
@@ -130,11 +137,6 @@ class TaskService:
 
     # ------------------------------------------------------------------ imageInference
     async def _image_inference(self, raw: Json, caller: Caller) -> Slot:
-        pending = len(self.tracker.running)
-        if pending >= self.config.max_pending_tasks:
-            return Slot(errors=[task_error(raw, "queueFull", f"{pending} tasks are unfinished; the limit is "
-                                           f"{self.config.max_pending_tasks} (IMAGEINFERENCE_MAX_PENDING_TASKS); "
-                                           "try again later").to_json()])
         try:
             plan = await asyncio.get_running_loop().run_in_executor(None, plan_task, raw)
         except ContractError as exc:
@@ -151,14 +153,20 @@ class TaskService:
                                           ("uploadEndpoint", plan.upload_endpoint)) if v})
         now = time.time()
         record = TaskRecord(plan.task_uuid, "imageInference", "processing", plan.delivery, len(plan.prompts),
-                            plan.webhook_url, plan.upload_endpoint, session, request, now, now)
-        if not await self.runner.call(lambda s: s.create_task(record)):
-            return Slot(errors=[_conflict(raw).to_json()])
+                            plan.webhook_url, plan.upload_endpoint, session, request, now, now, plan.warnings)
+        limit = self.config.max_pending_tasks
+        try:
+            # the limit is checked by the store in the same atomic step as the insertion
+            if not await self.runner.call(lambda s: s.create_task(record, limit)):
+                return Slot(errors=[_conflict(raw).to_json()])
+        except QueueFull as full:
+            return Slot(errors=[task_error(raw, "queueFull", f"{full.unfinished} tasks are unfinished; the limit is "
+                                           f"{limit} (IMAGEINFERENCE_MAX_PENDING_TASKS); try again later").to_json()])
         wait = plan.delivery == "sync" and caller.transport == "rest"
         running = await self.tracker.start(record, plan, wait)
         if plan.delivery == "async":
-            return Slot(data=[AsyncAck(taskUUID=plan.task_uuid).model_dump()])
-        return Slot(waiter=running.waiter, task_uuid=plan.task_uuid)
+            return Slot(data=[AsyncAck(taskUUID=plan.task_uuid).model_dump()], warnings=list(plan.warnings))
+        return Slot(waiter=running.waiter, task_uuid=plan.task_uuid, warnings=list(plan.warnings))
 
     async def _check_targets(self, raw: Json, targets: dict[str, str | None]) -> list[Json]:
         """Webhook and upload targets must be reachable addresses (not private ones, unless allowed)."""
@@ -166,7 +174,8 @@ class TaskService:
         for name, url in targets.items():
             if url:
                 try:
-                    await check_target(url, self.config.allow_private_targets)
+                    await check_target(url, self.config.allow_private_targets,
+                                       Deadline(self.config.webhook_timeout_s))
                 except DeliveryError as exc:
                     errors.append(task_error(raw, f"invalid{name[:1].upper()}{name[1:]}",
                                              f"Invalid value for {name}: {exc}", name, "string").to_json())
@@ -179,12 +188,12 @@ class TaskService:
         # either processing with the progress it had (never 0 after 99: the tracker forgets a task only after its
         # end is stored) or finished; its results always match its status as stored at one moment.
         progress = self.tracker.progress(task_uuid) or 0
-        record, results = await self.runner.call(lambda s: (s.get_task(task_uuid), s.results(task_uuid)))
+        record, results = await self.runner.call(lambda s: s.snapshot(task_uuid))
         if record is None:
             return Slot(errors=[task_error(raw, "taskNotFound", f"no task {task_uuid} is known here (finished "
                                            "tasks are kept for IMAGEINFERENCE_TASK_RETENTION_HOURS)",
                                            "taskUUID", "string").to_json()])
-        slot = Slot()
+        slot = Slot(warnings=outcome_of(record, results).warnings)
         for r in results:
             (slot.data if r.kind == "data" else slot.errors).append(
                 dict(r.body, status="success" if r.kind == "data" else "error"))

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, cast
 
-from .store import DeliveryRecord, ResultKind, ResultRecord, Status, TaskRecord
+from .store import DeliveryRecord, QueueFull, ResultKind, ResultRecord, Status, TaskRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status);
+CREATE INDEX IF NOT EXISTS tasks_open ON tasks(status, task_type);
 CREATE TABLE IF NOT EXISTS results (
     task_uuid TEXT NOT NULL,
     idx INTEGER NOT NULL,
@@ -51,7 +52,10 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(status, next_at);
 """
 
 _TASK_COLUMNS = ("task_uuid, task_type, status, delivery, expected, webhook_url, upload_endpoint, session_id, "
-                 "request, created, updated")
+                 "request, created, updated, warnings")
+_RESULT_COLUMNS = "task_uuid, idx, kind, body, created, warnings"
+_ADDED_COLUMNS = {"tasks": "warnings", "results": "warnings"}  # added after the first release: old files get them
+_OPEN = "status = 'processing' AND task_type = 'imageInference'"
 
 
 class SqliteTaskStore:
@@ -65,6 +69,9 @@ class SqliteTaskStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            for table, column in _ADDED_COLUMNS.items():
+                if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT '[]'")
 
     def _run(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -75,12 +82,22 @@ class SqliteTaskStore:
             return self._db.execute(sql, args).fetchall()
 
     # ------------------------------------------------------------------ tasks
-    def create_task(self, task: TaskRecord) -> bool:
+    def create_task(self, task: TaskRecord, max_unfinished: int | None = None) -> bool:
+        values: tuple[Any, ...] = (
+            task.task_uuid, task.task_type, task.status, task.delivery, task.expected, task.webhook_url,
+            task.upload_endpoint, task.session_id, json.dumps(task.request) if task.request is not None else None,
+            task.created, task.updated, json.dumps(task.warnings))
+        limited = max_unfinished is not None and task.task_type == "imageInference"
+        # One statement: the count and the insertion are one atomic step, whoever else writes the file.
+        sql = f"INSERT INTO tasks ({_TASK_COLUMNS}) SELECT ?,?,?,?,?,?,?,?,?,?,?,?"
+        if limited:
+            sql += f" WHERE (SELECT COUNT(*) FROM tasks WHERE {_OPEN}) < ?"
+            values += (max_unfinished,)
         try:
-            self._run(f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", (
-                task.task_uuid, task.task_type, task.status, task.delivery, task.expected, task.webhook_url,
-                task.upload_endpoint, task.session_id,
-                json.dumps(task.request) if task.request is not None else None, task.created, task.updated))
+            with self._lock:
+                inserted = self._db.execute(sql, values).rowcount
+                if not inserted:
+                    raise QueueFull(int(self._db.execute(f"SELECT COUNT(*) FROM tasks WHERE {_OPEN}").fetchone()[0]))
         except sqlite3.IntegrityError:
             return False
         return True
@@ -88,11 +105,24 @@ class SqliteTaskStore:
     @staticmethod
     def _task(row: tuple[Any, ...]) -> TaskRecord:
         return TaskRecord(row[0], row[1], cast(Status, row[2]), row[3], int(row[4]), row[5], row[6], row[7],
-                          json.loads(row[8]) if row[8] else None, float(row[9]), float(row[10]))
+                          json.loads(row[8]) if row[8] else None, float(row[9]), float(row[10]),
+                          json.loads(row[11] or "[]"))
+
+    @staticmethod
+    def _result(row: tuple[Any, ...]) -> ResultRecord:
+        return ResultRecord(row[0], int(row[1]), cast(ResultKind, row[2]), json.loads(row[3]), float(row[4]),
+                            json.loads(row[5] or "[]"))
 
     def get_task(self, task_uuid: str) -> TaskRecord | None:
         rows = self._all(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE task_uuid = ?", (task_uuid,))
         return self._task(rows[0]) if rows else None
+
+    def snapshot(self, task_uuid: str) -> tuple[TaskRecord | None, list[ResultRecord]]:
+        with self._lock:  # one connection, one lock: no write lands between the two reads
+            task = self._db.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE task_uuid = ?", (task_uuid,)).fetchall()
+            results = self._db.execute(f"SELECT {_RESULT_COLUMNS} FROM results WHERE task_uuid = ? ORDER BY idx",
+                                       (task_uuid,)).fetchall()
+        return (self._task(task[0]) if task else None), [self._result(r) for r in results]
 
     def finish_task(self, task_uuid: str, status: Status, now: float) -> None:
         self._run("UPDATE tasks SET status = ?, updated = ? WHERE task_uuid = ?", (status, now, task_uuid))
@@ -102,18 +132,22 @@ class SqliteTaskStore:
         return [self._task(r) for r in rows]
 
     def count_unfinished(self) -> int:
-        return int(self._all("SELECT COUNT(*) FROM tasks WHERE status = 'processing'")[0][0])
+        """Unfinished imageInference tasks (what the pending-task limit counts)."""
+        return int(self._all(f"SELECT COUNT(*) FROM tasks WHERE {_OPEN}")[0][0])
 
     # ------------------------------------------------------------------ results
-    def add_result(self, result: ResultRecord) -> None:
-        self._run("INSERT OR REPLACE INTO results (task_uuid, idx, kind, body, created) VALUES (?,?,?,?,?)",
-                  (result.task_uuid, result.index, result.kind, json.dumps(result.body), result.created))
-        self._run("UPDATE tasks SET updated = ? WHERE task_uuid = ?", (result.created, result.task_uuid))
+    def add_result(self, result: ResultRecord) -> bool:
+        with self._lock:
+            added = self._db.execute(f"INSERT OR IGNORE INTO results ({_RESULT_COLUMNS}) VALUES (?,?,?,?,?,?)", (
+                result.task_uuid, result.index, result.kind, json.dumps(result.body), result.created,
+                json.dumps(result.warnings))).rowcount
+            if added:
+                self._db.execute("UPDATE tasks SET updated = ? WHERE task_uuid = ?", (result.created, result.task_uuid))
+        return bool(added)
 
     def results(self, task_uuid: str) -> list[ResultRecord]:
-        rows = self._all("SELECT task_uuid, idx, kind, body, created FROM results WHERE task_uuid = ? ORDER BY idx",
-                         (task_uuid,))
-        return [ResultRecord(r[0], int(r[1]), cast(ResultKind, r[2]), json.loads(r[3]), float(r[4])) for r in rows]
+        rows = self._all(f"SELECT {_RESULT_COLUMNS} FROM results WHERE task_uuid = ? ORDER BY idx", (task_uuid,))
+        return [self._result(r) for r in rows]
 
     # ------------------------------------------------------------------ deliveries
     def add_delivery(self, task_uuid: str, url: str, body: dict[str, Any], next_at: float) -> int:

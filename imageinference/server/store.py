@@ -1,8 +1,11 @@
 """Where tasks, their results and pending webhook deliveries live: the interface and its records. Pure.
 
-`SqliteTaskStore` (sqlite_store.py) implements it on one machine; a store shared by several ComfyUI servers
-(Postgres, Redis, …) implements the same methods. Every method is synchronous and quick; the service calls them
-off the event loop, one at a time.
+`SqliteTaskStore` (sqlite_store.py) implements it on one machine; the Redis backend (redis_store.py) implements
+it for a service of several ComfyUI instances. Every method is synchronous and quick; the service calls them off
+the event loop, one at a time.
+
+Warnings (things accepted but not done as asked) belong to a task (the request's own, found when it was
+validated) and to each result (found while it ran); every delivery path answers both.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class TaskRecord:
     request: dict[str, Any] | None = None
     created: float = 0.0
     updated: float = 0.0
+    warnings: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -41,6 +45,7 @@ class ResultRecord:
     kind: ResultKind
     body: dict[str, Any] = field(default_factory=dict)
     created: float = 0.0
+    warnings: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -55,15 +60,30 @@ class DeliveryRecord:
     last_error: str = ""
 
 
+class QueueFull(Exception):
+    """The store holds `unfinished` imageInference tasks already: the pending-task limit is reached."""
+
+    def __init__(self, unfinished: int):
+        super().__init__(f"{unfinished} unfinished tasks")
+        self.unfinished = unfinished
+
+
 class TaskStore(Protocol):
-    def create_task(self, task: TaskRecord) -> bool:
-        """Insert a new task; False (and nothing written) when its taskUUID is already known."""
+    def create_task(self, task: TaskRecord, max_unfinished: int | None = None) -> bool:
+        """Insert a new task; False (and nothing written) when its taskUUID is already known. With
+        `max_unfinished`, an imageInference task is inserted only while fewer such tasks are unfinished, checked
+        in the same atomic step as the insertion (QueueFull otherwise), so concurrent requests cannot overshoot."""
         ...
 
     def get_task(self, task_uuid: str) -> TaskRecord | None: ...
 
-    def add_result(self, result: ResultRecord) -> None:
-        """Record result `index` of a task (replacing one of the same index)."""
+    def snapshot(self, task_uuid: str) -> tuple[TaskRecord | None, list[ResultRecord]]:
+        """The task and its results as stored at one moment."""
+        ...
+
+    def add_result(self, result: ResultRecord) -> bool:
+        """Record result `index` of a task; False (nothing written) when that result is already recorded: the
+        first one recorded is the one every client gets."""
         ...
 
     def finish_task(self, task_uuid: str, status: Status, now: float) -> None: ...

@@ -86,7 +86,7 @@ def test_a_client_that_never_finishes_its_body_is_cut_off(short_body_timeout):
     srv = short_body_timeout
     with socket.create_connection(("127.0.0.1", srv.port), timeout=BODY_TIMEOUT_S + 20) as slow:
         started = time.monotonic()
-        slow.sendall(b"POST /imageinference/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        slow.sendall(b"POST /imageinference/v1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 1000\r\n\r\n[")
         status, body = EndpointClient(srv.url).post([{"taskType": "ping"}], timeout_s=10)  # others are served
         assert status == 200

@@ -169,7 +169,9 @@ def test_a_webhook_gets_one_post_per_result_retried_until_accepted(keyed):
     client = EndpointClient(keyed.url, KEY)
     rx = Receiver(fail=1)
     try:
-        task = image_task(MODEL, numberResults=2, seed=3, webhookURL=rx.url + "/hook?token=t1")
+        # a negative prompt at CFGScale 1 is ignored: each POST carries that warning, as REST sync would
+        task = image_task(MODEL, numberResults=2, seed=3, webhookURL=rx.url + "/hook?token=t1",
+                          negativePrompt="blurry", CFGScale=1)
         status, body = client.post([task])
         assert status == 200 and body == {"data": [{"taskType": "imageInference", "taskUUID": task["taskUUID"]}]}
         done = client.wait_for(task["taskUUID"], expected=2)
@@ -178,6 +180,9 @@ def test_a_webhook_gets_one_post_per_result_retried_until_accepted(keyed):
         delivered = [json.loads(r[3])["data"][0] for r in requests[1:]]  # the first answer was a 500: resent
         expected = [{k: v for k, v in i.items() if k != "status"} for i in done["data"]]
         assert sorted(delivered, key=lambda i: i["seed"]) == sorted(expected, key=lambda i: i["seed"])
+        for request in requests:
+            assert [w["code"] for w in json.loads(request[3])["warnings"]] == ["ignoredNegativePrompt"]
+        assert [w["code"] for w in done["warnings"]] == ["ignoredNegativePrompt"]
     finally:
         rx.close()
 

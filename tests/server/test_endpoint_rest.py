@@ -129,12 +129,9 @@ def test_url_outputs_expire_with_their_ttl(client, server):
     assert status == 200, body
     url, image_uuid = body["data"][0]["imageURL"], body["data"][0]["imageUUID"]
     assert client.get(url)[0] == 200
-    index_path = server.base_dir / "output" / "imageinference" / "expiry.json"
-    index = json.loads(index_path.read_text())
-    name = f"{image_uuid}.jpg"
-    assert 55 <= index[name] - time.time() <= 60  # the ttl was recorded
-    index[name] = time.time() - 1  # as if 60 s had passed
-    index_path.write_text(json.dumps(index))
+    marker = server.base_dir / "output" / "imageinference" / ".expiry" / f"{image_uuid}.jpg"
+    assert 55 <= float(marker.read_text()) - time.time() <= 60  # the ttl was recorded
+    marker.write_text(repr(time.time() - 1))  # as if 60 s had passed
     code, data = client.get(url)
     assert code == 404 and json.loads(data)["errors"][0]["code"] == "imageNotFound"
 
@@ -160,3 +157,31 @@ def test_webhooks_and_uploads_never_reach_the_local_network_unless_allowed(clien
     assert [(e["code"], e["parameter"]) for e in body["errors"]] == [
         ("invalidWebhookURL", "webhookURL"), ("invalidUploadEndpoint", "uploadEndpoint"), ("invalidImage", "image")]
     assert "globally routable" in body["errors"][0]["message"]
+
+
+def test_a_page_reaching_the_keyless_endpoint_by_dns_rebinding_is_refused(server):
+    """From outside: a raw request to the server's loopback port naming a foreign host, as a browser does after
+    an attacker's name was rebound to 127.0.0.1."""
+    import http.client
+
+    def ask(headers, path=BASE_PATH, method="POST", body=b'[{"taskType": "ping"}]'):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.putrequest(method, path, skip_host=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        status, data = resp.status, resp.read()
+        conn.close()
+        return status, json.loads(data) if data.startswith(b"{") else data
+
+    status, body = ask({"Host": f"rebind.attacker.example:{server.port}"})
+    assert status == 403 and body["errors"][0]["code"] == "loopbackOnly", body
+    # a foreign page's Origin under a loopback Host: ComfyUI's own origin check already answers 403
+    assert ask({"Host": f"127.0.0.1:{server.port}", "Origin": "http://rebind.attacker.example"})[0] == 403
+    status, _body = ask({"Host": f"rebind.attacker.example:{server.port}"},
+                        path=f"{BASE_PATH}/image/6c5e0e3c-3d1e-4e6b-9f7a-1b2c3d4e5f60.png", method="GET", body=b"")
+    assert status == 403
+    assert ask({"Host": f"localhost:{server.port}"}) == (200, {"data": [{"taskType": "ping", "pong": True}]})

@@ -6,34 +6,14 @@ import asyncio
 import json
 import time
 
-import aiohttp
 import pytest
-from aiohttp import web
+from unit_helpers import EndpointApp
 
-from imageinference.engines.imageio.store import ImageStore
-from imageinference.interop.compiler import NODE
+from imageinference.server.body import read_body
 from imageinference.server.config import BASE_PATH, EndpointConfig
-from imageinference.server.delivery import WebhookWorker
-from imageinference.server.lifecycle import TaskTracker
 from imageinference.server.protocol import EnvelopeError, http_status, status_of
-from imageinference.server.routes import Endpoint, read_body
-from imageinference.server.service import TaskService
-from imageinference.server.sessions import SessionRegistry
-from imageinference.server.sqlite_store import SqliteTaskStore
-from imageinference.server.store import StoreRunner
 
 MODEL = "civitai:4384@128713"
-
-
-class QueueingEngine:
-    """ComfyUI accepts every prompt and runs none until told (`finish`)."""
-
-    def __init__(self):
-        self.prompt_ids = []
-
-    async def submit(self, prompt_id, prompt):
-        self.prompt_ids.append(prompt_id)
-        return None
 
 
 def image_task(n, **fields):
@@ -41,53 +21,6 @@ def image_task(n, **fields):
             "model": MODEL, "positivePrompt": "a lighthouse", "width": 512, "height": 512, "steps": 4, "seed": n}
     task.update(fields)
     return task
-
-
-class Server:
-    """The endpoint's routes on a real aiohttp server on loopback, as install.py puts them on ComfyUI's."""
-
-    def __init__(self, tmp_path, config):
-        self.tmp_path, self.config = tmp_path, config
-
-    async def __aenter__(self):
-        self.runner = StoreRunner(SqliteTaskStore(self.tmp_path / "tasks.sqlite"))
-        self.engine = QueueingEngine()
-        images = ImageStore(self.tmp_path / "images")
-        webhooks = WebhookWorker(self.runner, 1, 0.01, 0.01, 1, False)
-        self.tracker = TaskTracker(self.runner, self.engine, SessionRegistry(1.0), webhooks, images,
-                                   lambda: "http://127.0.0.1", self.config)
-        service = TaskService(self.runner, self.tracker, self.config, images, lambda: "http://127.0.0.1")
-        endpoint = Endpoint(service, SessionRegistry(1.0), self.config, images)
-        app = web.Application()
-        app.router.add_post(BASE_PATH, endpoint.post)
-        self.app_runner = web.AppRunner(app)
-        await self.app_runner.setup()
-        site = web.TCPSite(self.app_runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}{BASE_PATH}"
-        self.session = aiohttp.ClientSession()
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.session.close()
-        await self.app_runner.cleanup()
-        self.runner.close()
-
-    async def post(self, tasks):
-        async with self.session.post(self.url, json=tasks) as resp:
-            return resp.status, await resp.json()
-
-    async def finish(self, prompt_id):
-        response = {"data": [{"taskType": "imageInference", "imageUUID": "x", "seed": 1}]}
-        self.tracker.on_message("executed", {"node": NODE["output"], "prompt_id": prompt_id,
-                                             "output": {"response": [json.dumps(response)]}})
-        self.tracker.on_message("execution_success", {"prompt_id": prompt_id})
-        for _ in range(200):
-            await asyncio.sleep(0.005)
-            if not self.tracker._tasks:
-                return
-        raise AssertionError("the result was never recorded")
 
 
 async def slow_request(port, trickle=None):
@@ -127,7 +60,7 @@ async def slow_request(port, trickle=None):
 @pytest.mark.parametrize("trickle", [None, 0.05], ids=["stalled", "trickling"])
 def test_a_body_that_does_not_arrive_in_time_gets_408_request_timeout(tmp_path, trickle):
     async def scenario():
-        async with Server(tmp_path, EndpointConfig(body_timeout_s=0.6)) as srv:
+        async with EndpointApp(tmp_path, EndpointConfig(body_timeout_s=0.6)) as srv:
             answer = asyncio.create_task(slow_request(srv.port, trickle=trickle))
             # meanwhile other clients are served
             assert await srv.post([{"taskType": "ping"}]) == (200, {"data": [{"taskType": "ping", "pong": True}]})
@@ -169,7 +102,7 @@ def test_the_body_reader_stops_at_its_deadline():
 
 def test_past_the_pending_limit_image_tasks_get_queue_full_429(tmp_path):
     async def scenario():
-        async with Server(tmp_path, EndpointConfig(max_pending_tasks=2)) as srv:
+        async with EndpointApp(tmp_path, EndpointConfig(max_pending_tasks=2)) as srv:
             status, body = await srv.post([image_task(1, deliveryMethod="async"), image_task(2, deliveryMethod="async"),
                                            image_task(3, deliveryMethod="async")])
             assert status == 200  # some tasks have data: 200 with the third one's error
@@ -198,5 +131,63 @@ def test_past_the_pending_limit_image_tasks_get_queue_full_429(tmp_path):
             assert status == 200 and body["data"] == [{"taskType": "imageInference",
                                                        "taskUUID": image_task(6)["taskUUID"]}]
             assert [e["code"] for e in body["errors"]] == ["queueFull"]
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_batches_cannot_overshoot_the_pending_limit(tmp_path):
+    """Many batches at once, each task validated off the event loop before it is stored: the limit is checked
+    in the same atomic step as each insertion, so exactly `limit` tasks are accepted, whatever the interleaving."""
+
+    async def scenario():
+        async with EndpointApp(tmp_path, EndpointConfig(max_pending_tasks=5)) as srv:
+            batches = [[image_task(16 * b + i, deliveryMethod="async") for i in range(4)] for b in range(6)]
+            answers = await asyncio.gather(*(srv.post(batch) for batch in batches))
+            accepted = [i["taskUUID"] for _s, body in answers for i in body.get("data", [])]
+            refused = [e for _s, body in answers for e in body.get("errors", [])]
+            assert len(accepted) == 5 and len(refused) == 24 - 5
+            assert {e["code"] for e in refused} == {"queueFull"}
+            assert len(srv.engine.prompt_ids) == 5 and srv.store.count_unfinished() == 5
+            await srv.finish(srv.engine.prompt_ids[0])  # one finishes: exactly one more fits
+            again = await asyncio.gather(*(srv.post([image_task(200 + i, deliveryMethod="async")]) for i in range(4)))
+            assert sum(status == 200 for status, _b in again) == 1
+            assert sorted(status for status, _b in again) == [200, 429, 429, 429]
+
+    asyncio.run(scenario())
+
+
+def test_results_beyond_a_sessions_buffer_are_kept_for_get_response(tmp_path):
+    """A WebSocket client away while its sync task finishes: frames beyond the session's byte bound are not held in
+    memory, but every result is answered by getResponse."""
+    config = EndpointConfig(ws_buffer_bytes=3000)
+
+    async def scenario():
+        async with EndpointApp(tmp_path, config) as srv:
+            ws = await srv.ws()
+            await ws.send_str(json.dumps([{"taskType": "authentication", "apiKey": "x"}]))
+            session = (await ws.receive_json(timeout=5))["data"][0]["connectionSessionUUID"]
+            task = image_task(1, numberResults=3)
+            await ws.send_str(json.dumps([task]))
+            for _ in range(400):
+                if len(srv.engine.prompt_ids) == 3:
+                    break
+                await asyncio.sleep(0.005)
+            await ws.close()
+            await asyncio.sleep(0.05)
+            for i, prompt_id in enumerate(srv.engine.prompt_ids):  # each frame about 1.2 KB: two fit in 3000 bytes
+                await srv.finish(prompt_id, {"data": [{"taskType": "imageInference", "taskUUID": task["taskUUID"],
+                                                       "imageUUID": f"img-{i}", "seed": i,
+                                                       "imageBase64Data": "A" * 1200}]})
+            assert srv.sessions.total_bytes <= 3000
+            ws = await srv.ws()
+            await ws.send_str(json.dumps([{"taskType": "authentication", "apiKey": "x",
+                                           "connectionSessionUUID": session}]))
+            assert (await ws.receive_json(timeout=5))["data"][0]["connectionSessionUUID"] == session
+            resent = [await ws.receive_json(timeout=5) for _ in range(2)]
+            assert [f["data"][0]["imageUUID"] for f in resent] == ["img-0", "img-1"]
+            await ws.send_str(json.dumps([{"taskType": "getResponse", "taskUUID": task["taskUUID"]}]))
+            polled = await ws.receive_json(timeout=5)
+            assert [i["imageUUID"] for i in polled["data"]] == ["img-0", "img-1", "img-2"]
+            await ws.close()
 
     asyncio.run(scenario())

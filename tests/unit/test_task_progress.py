@@ -7,7 +7,8 @@ processing. Other nodes' progress (hires pass, detailer, …) and other prompts'
 """
 
 import asyncio
-import json
+
+from unit_helpers import QueueingEngine, complete
 
 from imageinference.engines.imageio.store import ImageStore
 from imageinference.interop.compiler import NODE
@@ -23,17 +24,6 @@ from imageinference.server.store import StoreRunner, TaskRecord
 SAMPLER = NODE["sampler"]
 OUTPUT = NODE["output"]
 TASK = "0b9a4b8e-7e53-4c1c-9b0e-3f2f1c1d2e3f"
-
-
-class QueueingEngine:
-    """Queues every prompt (ComfyUI accepted it) and remembers the prompt ids in order."""
-
-    def __init__(self):
-        self.prompt_ids = []
-
-    async def submit(self, prompt_id, prompt):
-        self.prompt_ids.append(prompt_id)
-        return None
 
 
 class GatedRunner(StoreRunner):
@@ -81,16 +71,8 @@ class Harness:
         self.tracker.on_message("progress", {"value": value, "max": top, "prompt_id": prompt_id, "node": node})
 
     async def finish(self, prompt_id, seed):
-        response = {"data": [{"taskType": "imageInference", "taskUUID": TASK, "imageUUID": f"img-{seed}",
-                              "seed": seed}]}
-        self.tracker.on_message("executed", {"node": OUTPUT, "prompt_id": prompt_id,
-                                             "output": {"response": [json.dumps(response)]}})
-        self.tracker.on_message("execution_success", {"prompt_id": prompt_id})
-        for _ in range(200):  # the result is recorded by a task of the tracker
-            await asyncio.sleep(0.005)
-            if not self.tracker._tasks:
-                return
-        raise AssertionError("the result was never recorded")
+        await complete(self.tracker, prompt_id, {"data": [{"taskType": "imageInference", "taskUUID": TASK,
+                                                           "imageUUID": f"img-{seed}", "seed": seed}]})
 
     async def reported(self):
         """What a client polling getResponse sees: the processing item's progress, or None once finished."""

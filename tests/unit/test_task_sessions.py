@@ -1,8 +1,12 @@
-"""WebSocket sessions: frames for an absent client are kept for it, in order, for the keep time."""
+"""WebSocket sessions: frames for an absent client are kept for it, in order, for the keep time, within bounds in
+bytes (per session, in total) and in sessions."""
 
 import asyncio
+import json
 
-from imageinference.server.sessions import SessionRegistry
+import pytest
+
+from imageinference.server.sessions import SessionRegistry, TooManySessions
 
 
 class Socket:
@@ -12,10 +16,10 @@ class Socket:
         self.frames = []
         self.open = True
 
-    async def send(self, frame):
+    async def send(self, text):
         if not self.open:
             return False
-        self.frames.append(frame)
+        self.frames.append(json.loads(text))
         return True
 
 
@@ -127,5 +131,61 @@ def test_concurrent_pushes_keep_their_order_behind_a_resume():
                              *(reg.push(session.id, {"data": [i]}) for i in range(5, 10)))
         assert new.frames[0] == auth_reply(session.id)
         assert [f["data"][0] for f in new.frames[1:]] == list(range(10))
+
+    asyncio.run(scenario())
+
+
+def big(n, size):
+    return {"data": [{"n": n, "imageBase64Data": "A" * size}]}
+
+
+def test_buffers_are_bounded_in_bytes_per_session_and_in_total():
+    async def scenario():
+        clock = Clock()
+        reg = SessionRegistry(keep_s=120, clock=clock, max_session_bytes=10_000, max_total_bytes=25_000)
+        away = []
+        for _ in range(3):
+            sock = Socket()
+            session = await reg.attach(sock, None, None)
+            reg.detach(session.id, sock)
+            away.append(session)
+        a, b, c = away
+        for n in range(5):  # 4 KB frames: two fit in a session's 10 KB, the third does not
+            await reg.push(a.id, big(n, 4000))
+        assert reg.buffered(a.id) == 2 and a.dropped == 3
+        assert 8000 < reg.total_bytes <= 10_000
+        for n in range(3):
+            await reg.push(b.id, big(n, 4000))
+        for n in range(3):
+            await reg.push(c.id, big(n, 4000))
+        assert reg.total_bytes <= 25_000  # the total bound held while each session still had room
+        assert reg.buffered(b.id) == 2 and reg.buffered(c.id) == 2 and b.dropped == 1 and c.dropped == 1
+        assert [s.dropped for s in away] == [3, 1, 1]
+        back = Socket()
+        await reg.attach(back, a.id, None)  # a client that comes back gets what was kept, in order
+        assert [f["data"][0]["n"] for f in back.frames] == [0, 1]
+        assert reg.buffered(a.id) == 0 and reg.total_bytes <= 25_000 - 8000
+        clock.now += 200
+        reg.sweep()
+        assert reg.total_bytes == 0 and len(reg) == 1  # the attached one stays
+
+    asyncio.run(scenario())
+
+
+def test_sessions_are_bounded_the_oldest_away_one_makes_room():
+    async def scenario():
+        clock = Clock()
+        reg = SessionRegistry(keep_s=120, clock=clock, max_sessions=3)
+        socks = [Socket() for _ in range(3)]
+        sessions = [await reg.attach(s, None, None) for s in socks]
+        with pytest.raises(TooManySessions):  # three live sockets: no room for a fourth session
+            await reg.attach(Socket(), None, None)
+        for i in (1, 0):
+            reg.detach(sessions[i].id, socks[i])
+            clock.now += 1
+        await reg.push(sessions[1].id, big(1, 100))
+        fresh = await reg.attach(Socket(), None, None)  # the one away longest (sessions[1]) is dropped
+        assert len(reg) == 3 and reg.get(sessions[1].id) is None and reg.get(sessions[0].id) is not None
+        assert reg.get(fresh.id) is not None and reg.total_bytes == 0
 
     asyncio.run(scenario())

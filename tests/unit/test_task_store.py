@@ -24,7 +24,7 @@ def test_everything_survives_reopening(tmp_path):
     store.create_task(TaskRecord(B, "imageInference", created=11, updated=11))
     store.add_result(ResultRecord(A, 1, "data", {"imageUUID": "x", "taskUUID": A}, 12.0))
     store.add_result(ResultRecord(A, 0, "error", {"code": "inferenceError", "message": "m"}, 13.0))
-    store.add_result(ResultRecord(A, 0, "data", {"imageUUID": "y"}, 14.0))  # same index: replaced
+    assert not store.add_result(ResultRecord(A, 0, "data", {"imageUUID": "y"}, 14.0))  # recorded: the first stays
     store.finish_task(B, "success", 15.0)
     store.add_delivery(A, "https://h.example/w", {"data": [{"imageUUID": "x"}]}, 20.0)
     store.close()
@@ -33,7 +33,8 @@ def test_everything_survives_reopening(tmp_path):
     task = again.get_task(A)
     assert (task.delivery, task.expected, task.webhook_url, task.request["numberResults"]) == \
         ("async", 2, "https://h.example/w", 2)
-    assert [(r.index, r.kind, r.body) for r in again.results(A)] == [(0, "data", {"imageUUID": "y"}),
+    assert [(r.index, r.kind, r.body) for r in again.results(A)] == [(0, "error", {"code": "inferenceError",
+                                                                                   "message": "m"}),
                                                                     (1, "data", {"imageUUID": "x", "taskUUID": A})]
     assert [t.task_uuid for t in again.unfinished()] == [A] and again.count_unfinished() == 1
     assert again.due_deliveries(19.0) == []

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+ALLOW_PRIVATE_ENV = "IMAGEINFERENCE_ALLOW_PRIVATE_URLS"
+
+
+def allow_private_urls(env: Mapping[str, str] | None = None) -> bool:
+    """The one reading of IMAGEINFERENCE_ALLOW_PRIVATE_URLS, for image fetches and the endpoint's webhook and
+    upload targets alike."""
+    value = (os.environ if env is None else env).get(ALLOW_PRIVATE_ENV, "")
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -29,5 +39,5 @@ class Limits:
             max_pixels=_env_int("IMAGEINFERENCE_MAX_IMAGE_PIXELS", cls.max_pixels),
             fetch_timeout_s=float(_env_int("IMAGEINFERENCE_FETCH_TIMEOUT", int(cls.fetch_timeout_s))),
             fetch_deadline_s=float(_env_int("IMAGEINFERENCE_FETCH_DEADLINE", int(cls.fetch_deadline_s))),
-            allow_private_urls=os.environ.get("IMAGEINFERENCE_ALLOW_PRIVATE_URLS", "") in ("1", "true", "yes"),
+            allow_private_urls=allow_private_urls(),
         )
