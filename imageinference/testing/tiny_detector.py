@@ -11,10 +11,19 @@ Real ultralytics models (DetectionModel / SegmentationModel from ultralytics' ow
 - the segmentation variant's prototype relays v, so a detection's segment is the bright cell itself (at the
   prototypes' resolution), smaller than its box.
 On a 320 x 320 image a cell is 16 pixels: `face_image` draws bright 16-pixel squares on a dark textured background.
+
+A third, `bbox_frac`, predicts fractional distances (left/top 33/32 of a cell, right/bottom 135/128), so its boxes
+have fractional edges: x0 = 16 c - 8.5, x1 = 16 c + 24.875 on a 320-pixel image. Those are the boxes on which Impact
+Pack's integer rounding of a box (int() of each edge, rectangle inclusive of its far edge) and ours
+([floor(x0), ceil(x1))) cover the same pixels, and its crop of 3 x the box coincides with ours (see
+tests/server/test_face_detailer_vs_impact.py).
+
+`build_published_layout` writes a face detector the way ADetailer's face_yolov8n.pt was published (see there).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -24,7 +33,9 @@ from .tiny_models import cache_root
 
 CELL = 32  # anchor cell in the detector's 640-pixel inference space
 FOLDER = "ultralytics"
-DETECTORS = {"bbox": ("bbox", "tiny_face_cells_d1.pt"), "segm": ("segm", "tiny_face_cells_d1-seg.pt")}
+DETECTORS = {"bbox": ("bbox", "tiny_face_cells_d1.pt"), "segm": ("segm", "tiny_face_cells_d1-seg.pt"),
+             "bbox_frac": ("bbox", "tiny_face_cells_frac.pt")}
+FRACTIONAL_DISTANCES = (33 / 32, 33 / 32, 135 / 128, 135 / 128)  # left, top, right, bottom, in cells
 
 
 def detector_path(kind: str, root: Path | None = None) -> Path:
@@ -64,7 +75,7 @@ def build_detector(dest: Path, kind: str) -> None:
     from ..engines.detailer.ultralytics_env import import_ultralytics, process_left_alone
 
     ultralytics = import_ultralytics()
-    head = ["Detect", ["nc"]] if kind == "bbox" else ["Segment", ["nc", 32, 16]]
+    head = ["Segment", ["nc", 32, 16]] if kind == "segm" else ["Detect", ["nc"]]
     cfg = {"nc": 1, "backbone": [[-1, 1, "nn.AvgPool2d", [CELL, CELL]]], "head": [[[0], 1, *head]]}
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, cfg_path = tempfile.mkstemp(suffix=".yaml", dir=dest.parent)
@@ -83,12 +94,17 @@ def build_detector(dest: Path, kind: str) -> None:
             seq[-1].weight.zero_()
             seq[-1].weight[0, 0, 0, 0] = 1.0
             seq[-1].bias.fill_(-5.0)
-        for seq in det.cv2:  # every side: distance bin 1 (one cell)
+        for seq in det.cv2:  # every side: distance bin 1 (one cell), or a mix of bins 1 and 2 (DFL's expectation)
             _silent(list(seq[:-1]))
             seq[-1].weight.zero_()
             seq[-1].bias.zero_()
             for side in range(4):
-                seq[-1].bias[side * det.reg_max + 1] = 30.0
+                if kind == "bbox_frac":
+                    extra = FRACTIONAL_DISTANCES[side] - 1.0
+                    seq[-1].bias[side * det.reg_max + 1] = 30.0 + math.log(1.0 - extra)
+                    seq[-1].bias[side * det.reg_max + 2] = 30.0 + math.log(extra)
+                else:
+                    seq[-1].bias[side * det.reg_max + 1] = 30.0
         if kind == "segm":
             for seq in det.cv4:  # mask coefficients: 40 on prototype 0, 0 elsewhere
                 _silent(list(seq[:-1]))
@@ -139,3 +155,83 @@ def face_box(size: int, col: int, row: int) -> tuple[int, int, int, int]:
     """The box the detector reports for the face in cell (col, row): the cell grown by half a cell each side."""
     c = cell_size(size)
     return col * c - c // 2, row * c - c // 2, (col + 1) * c + c // 2, (row + 1) * c + c // 2
+
+
+def fractional_box(size: int, col: int, row: int) -> tuple[float, float, float, float]:
+    """The box the `bbox_frac` detector reports for the face in cell (col, row) of a square image."""
+    scale = size / 640
+    left, top, right, bottom = FRACTIONAL_DISTANCES
+    cx, cy = (col + 0.5) * CELL, (row + 0.5) * CELL
+    return ((cx - left * CELL) * scale, (cy - top * CELL) * scale, (cx + right * CELL) * scale,
+            (cy + bottom * CELL) * scale)
+
+
+# ---------------------------------------------------------------- the published face_yolov8n.pt's layout
+
+PUBLISHED_VERSION = "8.0.75"
+LEGACY_MODULES = "ultralytics.nn.modules"  # before 8.0.9x the model blocks were one module, pickled under this name
+LEGACY_UTILS = "ultralytics.yolo.utils"  # and ultralytics' utils lived here (IterableSimpleNamespace)
+
+
+def build_published_layout(dest: Path) -> None:
+    """A YOLOv8n face detector (1 class, "face"; random weights) written the way ADetailer's face_yolov8n.pt was
+    published in April 2023 (ultralytics 8.0.x, its trainer's last save after `strip_optimizer`):
+
+    - the checkpoint dict {"epoch": -1, "best_fitness": None, "model": <DetectionModel, half precision>,
+      "ema": None, "updates": None, "optimizer": None, "train_args": {...}, "date", "version"};
+    - the model's `args` attribute is the trainer's IterableSimpleNamespace, pickled under that release's module
+      `ultralytics.yolo.utils`, and its blocks (Conv, C2f, SPPF, Detect, DFL, ...) under the single module
+      `ultralytics.nn.modules` of that release; torch's own layers under their torch.nn names.
+
+    Built with this ultralytics' own classes from its bundled yolov8n.yaml; only the pickled module names are those
+    of the 8.0 releases (this ultralytics still accepts them). The published file itself is not available offline;
+    what it holds beyond these names (each block's attribute set as of 8.0.x) is not reproduced."""
+    import sys
+    import types
+    from datetime import datetime
+
+    import torch
+
+    from ..engines.detailer.ultralytics_env import import_ultralytics, process_left_alone
+
+    import_ultralytics()  # offline, process left alone
+    import ultralytics.nn.modules as blocks
+    import ultralytics.utils as ul_utils
+    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils import DEFAULT_CFG_DICT, IterableSimpleNamespace
+
+    with process_left_alone():
+        net = DetectionModel("yolov8n.yaml", nc=1, verbose=False)
+    net.names = {0: "face"}
+    train_args = {**DEFAULT_CFG_DICT, "model": "yolov8n.pt", "data": "face.yaml", "epochs": 100, "imgsz": 640,
+                  "name": "face_yolov8n", "save_dir": "runs/detect/face_yolov8n"}
+    net.args = IterableSimpleNamespace(**train_args)  # type: ignore[assignment]
+    net.half()
+    ckpt = {"epoch": -1, "best_fitness": None, "model": net, "ema": None, "updates": None, "optimizer": None,
+            "train_args": {k: v for k, v in train_args.items() if k in DEFAULT_CFG_DICT},
+            "date": datetime(2023, 4, 20).isoformat(), "version": PUBLISHED_VERSION}
+    classes = {type(m) for m in net.modules() if type(m).__module__.startswith("ultralytics.nn.modules.")}
+    renamed = {cls: cls.__module__ for cls in classes}
+    legacy = types.ModuleType("ultralytics.yolo")
+    legacy.utils = ul_utils  # type: ignore[attr-defined]
+    saved_modules: dict[str, Any] = {name: sys.modules.get(name) for name in ("ultralytics.yolo", LEGACY_UTILS)}
+    namespace_module = IterableSimpleNamespace.__module__
+    try:
+        for cls in classes:
+            assert getattr(blocks, cls.__name__) is cls  # importable under the flat name, as in 8.0.x
+            cls.__module__ = LEGACY_MODULES
+        sys.modules["ultralytics.yolo"], sys.modules[LEGACY_UTILS] = legacy, ul_utils
+        IterableSimpleNamespace.__module__ = LEGACY_UTILS
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_suffix(".tmp.pt")
+        torch.save(ckpt, tmp)
+        os.replace(tmp, dest)
+    finally:
+        IterableSimpleNamespace.__module__ = namespace_module
+        for cls, module in renamed.items():
+            cls.__module__ = module
+        for name, module in saved_modules.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module

@@ -9,7 +9,7 @@ from comfy_api.latest import io
 from ...contract.errors import ContractError
 from ...engines.detailer.detector import detector_files, load_detector, resolve_detector
 from ...engines.detailer.engine import detail
-from ...engines.detailer.fields import DEFAULT_DETECTOR, NODE_CLASS
+from ...engines.detailer.fields import DEFAULT_DETECTOR, NODE_CLASS, REGION_OPTIONS
 from ...engines.detailer.report import detections_json
 from ...engines.detailer.settings import detailer_settings
 from ...engines.models.catalog import airs_of_kind
@@ -42,6 +42,38 @@ def parse_seeds(seeds: str | None, seed: int, batch: int) -> list[int]:
     return values
 
 
+_REGION_TOOLTIPS = {
+    "contextPadding": "Pixels of the picture around the face's mask (grown by maskPadding + maskBlur) that the crop "
+                      "also shows the model (ADetailer's inpaint-only-masked padding). Not a request field: requests "
+                      "get the default.",
+    "maxUpscale": "The crop grows (more context) until it is scaled at most this much to reach inpaintSize; on a "
+                  "picture too small for that, the crop is sampled at this scale instead. Requests get the default.",
+    "maxRegions": "At most this many faces per image, the largest first; the rest are left as generated and the "
+                  "response says how many. Requests get the default.",
+    "minRegionSize": "Ignore faces whose box is at most this many pixels wide or high (Impact Pack's drop_size; "
+                     "0: none). Requests get the default.",
+    "maxRegionSize": "Ignore faces whose box is more than this many pixels wide or high (0: no limit). Requests "
+                     "get the default.",
+    "seedPerRegion": "Face j of an image is sampled with its seed + j (as ADetailer and Impact Pack do); off, every "
+                     "face gets the image's seed (and identical faces come out identical). Requests get the default.",
+}
+
+
+def region_inputs() -> list[io.Input]:
+    """The node-only region options (fields.REGION_OPTIONS), optional so graphs and requests without them get the
+    defaults."""
+    out: list[io.Input] = []
+    for name, (default, low, high) in REGION_OPTIONS.items():
+        tip = _REGION_TOOLTIPS[name]
+        if isinstance(default, bool):
+            out.append(io.Boolean.Input(name, default=default, optional=True, tooltip=tip))
+        elif isinstance(default, int):
+            out.append(io.Int.Input(name, default=default, min=int(low), max=int(high), optional=True, tooltip=tip))
+        else:
+            out.append(io.Float.Input(name, default=default, min=low, max=high, step=0.1, optional=True, tooltip=tip))
+    return out
+
+
 class FaceDetailer(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -52,13 +84,14 @@ class FaceDetailer(io.ComfyNode):
             category=CATEGORY,
             description=(
                 "imageInference `ultralytics`: detects faces with an ultralytics YOLO detector (a file in "
-                "models/ultralytics/bbox or segm; the default runware:35@1 is face_yolov8n.pt), then, face after face "
-                "(highest score first), crops the smallest square holding the face's box grown by maskPadding + "
-                "maskBlur pixels, scales it to inpaintSize, re-samples it with steps, CFGScale and denoise strength, "
-                "scales it back and pastes it through the face's region (its box, or its segment for -seg "
-                "detectors) grown by maskPadding and feathered by maskBlur. Boxes scoring at or below confidence are "
-                "ignored. Image i of a batch uses seed i (link the sampler's seeds). An image with no face, or any "
-                "image at strength 0, comes back unchanged; `detections` lists what was found per image. The "
+                "models/ultralytics/bbox or segm; the default runware:35@1 is face_yolov8n.pt), keeps at most "
+                "maxRegions of them (the largest), then, face after face (highest score first), crops the smallest "
+                "square holding the face's box grown by maskPadding + maskBlur + contextPadding pixels (and at least "
+                "inpaintSize / maxUpscale wide), scales it to inpaintSize with Lanczos, re-samples the face's region "
+                "grown by maskPadding with steps, CFGScale and denoise strength, scales it back and pastes it "
+                "feathered by maskBlur. Boxes scoring at or below confidence are ignored. Image i of a batch uses "
+                "seed i (link the sampler's seeds), its face j seed i + j. An image with no face, or any image at "
+                "strength 0, comes back unchanged; `detections` lists what was found and skipped per image. The "
                 "positive/negative inputs are the detail pass' prompts: link the image's Prompt node for the "
                 "request's prompts, or a second Prompt node holding ultralytics.positivePrompt/negativePrompt."
             ),
@@ -98,6 +131,7 @@ class FaceDetailer(io.ComfyNode):
                              tooltip="Used when `seeds` is not linked: image i uses seed + i."),
                 io.String.Input("seeds", default="", optional=True, force_input=True,
                                 tooltip="The sampler's `seeds` output: image i is detailed with seeds[i]."),
+                *region_inputs(),
             ],
             outputs=[io.Image.Output(display_name="IMAGE"), io.Mask.Output(display_name="masks"),
                      io.String.Output(display_name="detections")],
@@ -106,10 +140,14 @@ class FaceDetailer(io.ComfyNode):
     @classmethod
     def execute(cls, image, model, vae, positive, negative, detector: str, confidence: float, maskPadding: int,
                 maskBlur: int, inpaintSize: int, steps: int, CFGScale: float, strength: float, scheduler: str,
-                seed: int, seeds: str | None = None) -> io.NodeOutput:
+                seed: int, seeds: str | None = None, **region: object) -> io.NodeOutput:
+        unknown = sorted(set(region) - set(REGION_OPTIONS))
+        if unknown:
+            raise ContractError.single("invalidParameter", f"the Face Detailer has no input {unknown[0]!r}",
+                                       unknown[0])
         settings = detailer_settings({"confidence": confidence, "maskPadding": maskPadding, "maskBlur": maskBlur,
                                       "inpaintSize": inpaintSize, "steps": steps, "CFGScale": CFGScale,
-                                      "strength": strength})
+                                      "strength": strength, **region})
         if scheduler not in SCHEDULER_NAMES:
             raise ContractError.single("invalidScheduler", f"'{scheduler}' is not an imageInference scheduler",
                                        "scheduler", "string", SCHEDULER_NAMES)
@@ -118,4 +156,4 @@ class FaceDetailer(io.ComfyNode):
         yolo = load_detector(file)
         result = detail(model, vae, positive, negative, image, yolo, settings, scheduler, seed_list)
         return io.NodeOutput(result.images, result.masks, detections_json(file.label, settings.confidence,
-                                                                          result.reports))
+                                                                          result.reports, settings.maxRegions))

@@ -4,10 +4,12 @@ Safety rules (documented in the README):
 - A detector is a file in ComfyUI's `models/ultralytics/` folders (`bbox/`, `segm/`), named by a catalog AIR or by
   its path relative to those folders. Never a URL, never an absolute path, never `..`: YOLO `.pt` files are Python
   pickles, so only files the user put in the model folders are ever loaded.
-- A `.pt` file is first opened with ultralytics' restricted loading (`torch_safe_load(..., safe_only=True)`:
-  torch's `weights_only` unpickler and ultralytics' list of known model classes); a file that references anything
-  else is refused unless IMAGEINFERENCE_TRUST_DETECTORS=1. Where the installed ultralytics (or torch < 2.5) has no
-  such loading, every `.pt` detector is refused unless IMAGEINFERENCE_TRUST_DETECTORS=1.
+- A `.pt` file is read once, with ultralytics' restricted loading (`torch_safe_load(..., safe_only=True)`: torch's
+  `weights_only` unpickler and ultralytics' list of known model classes); a file that references anything else is
+  refused unless IMAGEINFERENCE_TRUST_DETECTORS=1 (then it is read once as a plain pickle). Where the installed
+  ultralytics (or torch < 2.5) has no such loading, every `.pt` detector is refused unless
+  IMAGEINFERENCE_TRUST_DETECTORS=1. The YOLO model is built from what that one read returned; the file is never
+  read again.
 - ultralytics runs offline (YOLO_OFFLINE=1 unless set otherwise), so it neither downloads nor reports usage, and
   what it changes for the whole process (PIL.Image.open, torch's and OpenCV's thread counts, OMP_NUM_THREADS) is
   put back after every call into it.
@@ -16,8 +18,10 @@ Safety rules (documented in the README):
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -130,20 +134,17 @@ def resolve_detector(value: str, catalog: Catalog | None = None) -> DetectorFile
 # ---------------------------------------------------------------- loading and detection
 
 
-def _restricted_check(ultralytics_pkg: Any, file: DetectorFile) -> None:
-    """Open a .pt detector with ultralytics' restricted unpickler first, where it has one."""
-    if os.environ.get("IMAGEINFERENCE_TRUST_DETECTORS") == "1":
-        return
-    import inspect
-
+def _read_checkpoint(ultralytics_pkg: Any, file: DetectorFile) -> dict[str, Any]:
+    """A .pt detector read once: with ultralytics' restricted unpickler, or as a plain pickle on the user's word."""
     from ultralytics.nn import tasks
 
+    trusted = os.environ.get("IMAGEINFERENCE_TRUST_DETECTORS") == "1"
     # Restricted loading means torch's weights-only loader behind ultralytics' allow-list (`_SafeLoad`): earlier
     # releases' safe_only swaps unknown classes instead of refusing them, and on torch < 2.5 safe_only silently
     # loads the plain pickle. Without it a .pt detector loads only on the user's word.
     restricted = getattr(tasks, "_SafeLoad", None)
-    if "safe_only" not in inspect.signature(tasks.torch_safe_load).parameters or not getattr(
-            restricted, "SUPPORTED", False):
+    if not trusted and ("safe_only" not in inspect.signature(tasks.torch_safe_load).parameters or not getattr(
+            restricted, "SUPPORTED", False)):
         raise ContractError.single(
             "invalidUltralytics", f"detector {file.label} ({file.path}) is a pickle, and ultralytics "
             f"{ultralytics_pkg.__version__} with torch {torch.__version__} cannot load it restrictedly: upgrade "
@@ -152,26 +153,67 @@ def _restricted_check(ultralytics_pkg: Any, file: DetectorFile) -> None:
             "pickle.", PARAMETER, "string")
     try:
         with process_left_alone():
-            ckpt, _ = tasks.torch_safe_load(file.path, safe_only=True)
+            ckpt, _ = tasks.torch_safe_load(file.path, safe_only=True) if not trusted else tasks.torch_safe_load(
+                file.path)
     except Exception as exc:
         raise ContractError.single(
             "invalidUltralytics", f"detector {file.label} ({file.path}) is not an ultralytics YOLO checkpoint that "
-            f"loads safely: {str(exc).splitlines()[0][:300]}. If you trust this file, set "
-            "IMAGEINFERENCE_TRUST_DETECTORS=1 to load it as a plain pickle.", PARAMETER, "string") from None
-    model = ckpt.get("ema") or ckpt.get("model") if isinstance(ckpt, dict) else None
+            f"loads safely: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}. If you trust this "
+            "file, set IMAGEINFERENCE_TRUST_DETECTORS=1 to load it as a plain pickle.", PARAMETER, "string") from None
+    model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
     if not isinstance(model, torch.nn.Module):
         raise ContractError.single("invalidUltralytics", f"detector {file.label} ({file.path}) holds no YOLO model",
                                    PARAMETER, "string")
+    return ckpt
+
+
+_ALREADY_READ = threading.Lock()
+
+
+def _yolo_from_checkpoint(ultralytics_pkg: Any, file: DetectorFile, ckpt: dict[str, Any]) -> Any:
+    """ultralytics' own `YOLO(path)` set-up, handed the checkpoint that was read and checked instead of reading the
+    file a second time (which would be a plain pickle load of whatever the file holds by then).
+
+    YOLO(path) reads a .pt file through `ultralytics.nn.tasks.torch_safe_load`; for the length of the call that name
+    answers with the checkpoint already in memory, and refuses any other file. The model YOLO ends up with must be
+    the checkpoint's own object, or the detector is refused."""
+    from ultralytics.nn import tasks
+
+    expected = ckpt.get("ema") or ckpt.get("model")
+    wanted = os.path.realpath(file.path)
+
+    def already_read(weight: Any, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], str]:
+        if os.path.realpath(str(weight)) != wanted:
+            raise RuntimeError(f"unexpected checkpoint read of {weight} while setting up {file.path}")
+        return ckpt, str(weight)
+
+    with _ALREADY_READ:
+        original = tasks.torch_safe_load
+        tasks.torch_safe_load = already_read
+        try:
+            with process_left_alone():
+                yolo = ultralytics_pkg.YOLO(file.path)
+        finally:
+            tasks.torch_safe_load = original
+    if getattr(yolo, "model", None) is not expected:
+        raise ContractError.single("invalidUltralytics", f"detector {file.label}: this ultralytics "
+                                   f"({ultralytics_pkg.__version__}) did not build the model from the checkpoint it "
+                                   "was handed; the file is not loaded a second time", PARAMETER, "string")
+    return yolo
 
 
 def load_detector(file: DetectorFile) -> Any:
-    """An ultralytics YOLO object for a detection or segmentation model; ContractError for anything else."""
+    """An ultralytics YOLO object for a detection or segmentation model; ContractError for anything else. A .pt file
+    is read exactly once (see _read_checkpoint and _yolo_from_checkpoint)."""
     ultralytics_pkg = import_ultralytics()
-    if file.path.lower().endswith(".pt"):
-        _restricted_check(ultralytics_pkg, file)
     try:
-        with process_left_alone():
-            model = ultralytics_pkg.YOLO(file.path, task=None if file.path.lower().endswith(".pt") else file.task)
+        if file.path.lower().endswith(".pt"):
+            model = _yolo_from_checkpoint(ultralytics_pkg, file, _read_checkpoint(ultralytics_pkg, file))
+        else:
+            with process_left_alone():
+                model = ultralytics_pkg.YOLO(file.path, task=file.task)
+    except ContractError:
+        raise
     except Exception as exc:
         raise ContractError.single("invalidUltralytics", f"detector {file.label} ({file.path}) is not an ultralytics "
                                    f"YOLO model: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}",

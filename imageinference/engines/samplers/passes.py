@@ -12,7 +12,8 @@ Rules (documented in the README):
   seed image, checked by the node) goes through the same scaling.
 - Inpainting changes only masked pixels: the decoded result is blended into the seed image with the mask, so
   pixels where the mask is 0 are the seed image's exactly. With `maskMargin`, only the mask's bounding box plus
-  that margin is sampled, scaled to the request's working area, then scaled back and pasted.
+  that margin is sampled, scaled to the request's working area, then scaled back and pasted (both ways with
+  Lanczos, see lanczos.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import node_helpers
 import torch
 
 from .hires import DEFAULT_STRENGTH, HiresOptions, native_area, upscale_image, vae_decode, vae_encode
+from .lanczos import lanczos_resize
 from .outpaint import pad_canvas
 from .refiner import RefinerOptions, sample_with_refiner
 from .schedulers import lookup
@@ -157,13 +159,13 @@ def inpaint(model: Any, vae: Any, positive: Any, negative: Any, seed_image: torc
     x0, y0, x1, y1 = box
     crop, crop_mask = original[:, y0:y1, x0:x1], m[y0:y1, x0:x1]
     ww, wh = (x1 - x0, y1 - y0) if mask_margin is None else working_size(x1 - x0, y1 - y0, width, height)
-    # stretch, not crop: the way back must land on the same pixels
-    work = fit(crop, ww, wh, "disabled")
+    # stretch, not crop: the way back must land on the same pixels; Lanczos, as the crop may shrink several times
+    work = lanczos_resize(crop, ww, wh)
     work_mask = fit_mask(crop_mask[None], ww, wh, "disabled")
     latent = vae.encode(work).repeat(len(s.seeds), 1, 1, 1)
     samples = sample(model, positive, negative, latent, s, denoise=strength,
                      noise_mask=work_mask.reshape(1, 1, wh, ww))
-    generated = fit(vae.decode(samples)[..., :3], x1 - x0, y1 - y0, "disabled")
+    generated = lanczos_resize(vae.decode(samples)[..., :3].float(), x1 - x0, y1 - y0).to(original.dtype)
     out = original.repeat(len(s.seeds), 1, 1, 1).clone()
     blend = crop_mask[None, :, :, None]
     out[:, y0:y1, x0:x1] = original[:, y0:y1, x0:x1] * (1 - blend) + generated * blend
