@@ -81,3 +81,44 @@ def load_function(path: Path, name: str, namespace: dict[str, object]) -> Callab
             function: Callable[..., Any] = scope[name]
             return function
     raise PeerMissing(f"{path} defines no top-level function {name}")
+
+
+def import_top_level(folder: Path, modules: list[str], stubs: dict[str, ModuleType] | None = None) -> dict[str, ModuleType]:
+    """Import modules of a repository whose packages are top-level names (e.g. PuLID's `flux`, `pulid`,
+    `eva_clip`) from its unpacked folder, and return them by name. Afterwards the folder leaves sys.path and those
+    packages leave sys.modules (any module of the same name that was there comes back), so nothing else in the
+    process can import them by accident; the returned modules keep working. `stubs` stand in, during the import
+    only, for modules the peer imports but the code a test calls never uses (the caller names them)."""
+    tops = {m.split(".")[0] for m in modules}
+    shadowed = {k: v for k, v in sys.modules.items() if k.split(".")[0] in tops or k in (stubs or {})}
+    for k in shadowed:
+        del sys.modules[k]
+    sys.modules.update(stubs or {})
+    sys.path.insert(0, str(folder))
+    try:
+        return {m: importlib.import_module(m) for m in modules}
+    finally:
+        sys.path.remove(str(folder))
+        for k in [k for k in sys.modules if k.split(".")[0] in tops or k in (stubs or {})]:
+            del sys.modules[k]
+        sys.modules.update(shadowed)
+
+
+# ---------------------------------------------------------------- Impact Pack as a ComfyUI node pack
+
+
+def install_impact_pack(custom_nodes: Path) -> Path:
+    """Impact Pack with its ultralytics detector provider, installed into a (throwaway) custom_nodes/ folder of a
+    test ComfyUI: the pack's folder as ComfyUI loads it. This Impact Pack release (7.10) imports its detector
+    provider as `impact.subpack_nodes` from its own `impact_subpack/impact/` folder (once a git submodule, fetched
+    by its installer); the Impact Subpack archive's modules are put there, as that installer would."""
+    pack = unpack("ComfyUI-Impact-Pack", custom_nodes)
+    target = pack / "impact_subpack" / "impact"
+    if not target.is_dir():
+        staging = custom_nodes.parent / "impact-subpack-source"
+        staging.mkdir(exist_ok=True)
+        subpack = unpack("ComfyUI-Impact-Subpack", staging)
+        target.mkdir(parents=True)
+        for name in ("subcore.py", "subpack_nodes.py"):
+            (target / name).write_bytes((subpack / "modules" / name).read_bytes())
+    return pack
