@@ -1,7 +1,8 @@
 """How much the pack adds to ComfyUI's start-up: time of ComfyUI's own `load_custom_node` on this pack.
 
-Each run is a fresh process that first imports what ComfyUI has already imported when it loads custom nodes
-(`nodes`, `comfy_api.latest`), then times loading the pack, as ComfyUI's "Import times for custom nodes" does.
+Each run is a fresh process that first does what ComfyUI's main.py has done when it loads custom nodes (imports
+`nodes`, `comfy_api.latest` and `server`, loads the built-in comfy_extras nodes), then times loading the pack, as
+ComfyUI's "Import times for custom nodes" does.
 Prints the median of N runs beside a near-empty V3 pack loaded the same way. Not a test; a figure.
 """
 
@@ -22,12 +23,16 @@ from imageinference.comfyui.server_process import PACK_ROOT
 CHILD = r"""
 import asyncio, sys, time
 sys.path.insert(0, {comfy!r})
+import utils.install_util  # ComfyUI's own utils package, imported by main.py before anything else
 from imageinference.comfyui.runtime import use_inprocess_comfyui
 use_inprocess_comfyui()
-import nodes, comfy_api.latest  # already imported by ComfyUI before custom nodes load
-t = time.perf_counter()
-ok = asyncio.run(nodes.load_custom_node({pack!r}))
-print(time.perf_counter() - t if ok else -1)
+import server, nodes, comfy_api.latest  # what ComfyUI's main.py has imported before custom nodes load
+async def main():
+    await nodes.init_builtin_extra_nodes()  # comfy_extras (kornia, ...), loaded before custom nodes too
+    t = time.perf_counter()
+    ok = await nodes.load_custom_node({pack!r})
+    return time.perf_counter() - t if ok else -1
+print(asyncio.run(main()))
 """
 
 EMPTY_PACK = '''
