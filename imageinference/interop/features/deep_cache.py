@@ -37,6 +37,9 @@ def export(ctx: ExportContext, nid: str, node: dict[str, Any]) -> None:
     acc: dict[str, Any] = {"deepCache": True, **{k: int(i[k]) for k in OWN}}
     acc.update({k: int(i[k]) for k in WINDOW_FIELDS if int(i.get(k, -1)) >= 0})
     ctx.req["acceleratorOptions"] = acc
+    if i.get("deepCacheSchedule", "uniform") != "uniform":
+        ctx.note(nid, node, "deepCacheSchedule non-uniform is a node option with no API field; the request uses "
+                            "DeepCache's uniform schedule (a full step every deepCacheInterval steps)")
 
 
 FEATURE = Feature("deepCache", (), "model", compile_, (NodeExport(CLASS, "model", export, upstream="model"),),

@@ -42,11 +42,21 @@ def cache_options(class_type: str, inputs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+NODE_OPTIONS = {  # node options with no API field, and the API rule a request gets instead
+    "skipLastStep": (False, "the last step always runs"),
+    "uncappedSkips": (False, "at most cacheMaxConsecutiveSteps steps are skipped in a row"),
+    "firstBlockSignal": ("residual", "the first block's residual decides"),
+}
+
+
 def export(ctx: ExportContext, nid: str, node: dict[str, Any]) -> None:
     if ctx.req.get("acceleratorOptions"):
         ctx.note(nid, node, "a second cache on the model path; a request enables one cache")
         return
     ctx.req["acceleratorOptions"] = cache_options(node["class_type"], node["inputs"])
+    for name, (default, rule) in NODE_OPTIONS.items():
+        if node["inputs"].get(name, default) != default:
+            ctx.note(nid, node, f"{name} is a node option with no API field; the request uses the API's rule: {rule}")
 
 
 FEATURE = Feature("stepCaches", (), "model", compile_,
