@@ -37,6 +37,11 @@ ANCHORS = 2
 FACE_BOX = (224.0, 176.0, 416.0, 432.0)
 FACE_KPS = ((280.0, 272.0), (360.0, 272.0), (320.0, 320.0), (288.0, 376.0), (352.0, 376.0))
 FACE_SCORE = 0.93
+# the same face with keypoints that are an exact similarity of the FFHQ template (half size, shifted): every
+# estimator of the alignment (least squares, or facexlib's LMEDS, which drops points it finds inconsistent) agrees
+FFHQ_TEMPLATE_512 = ((192.98138, 239.94708), (318.90277, 240.1936), (256.63416, 314.01935), (201.26117, 371.41043),
+                     (313.08905, 371.15118))
+FACE_KPS_TEMPLATE = tuple((x * 0.5 + 192.0, y * 0.5 + 150.0) for x, y in FFHQ_TEMPLATE_512)
 EVA = {"width": 128, "depth": 24, "patch": 14, "grid": 4, "embed": 64, "hidden": 341}
 IDFORMER = {"dim": 128, "queries": 8, "out": 64, "depth": 10, "inner": 128, "ff": 512, "id_tokens": 5, "map": 128}
 CA_INNER = 256
@@ -54,7 +59,7 @@ def _write_atomic(dest: Path, data: bytes) -> None:
 
 # ---------------------------------------------------------------- ONNX models
 
-def scrfd_outputs(face: bool) -> list[np.ndarray]:
+def scrfd_outputs(face: bool, kps_points=FACE_KPS) -> list[np.ndarray]:
     """The nine SCRFD outputs for the 640 canvas (unbatched: (K*A, 1|4|10))."""
     scores, boxes, kps = [], [], []
     cx, cy = (FACE_BOX[0] + FACE_BOX[2]) / 2, (FACE_BOX[1] + FACE_BOX[3]) / 2
@@ -71,7 +76,7 @@ def scrfd_outputs(face: bool) -> list[np.ndarray]:
             s[j, 0] = FACE_SCORE
             b[j] = [(ax - FACE_BOX[0]) / stride, (ay - FACE_BOX[1]) / stride, (FACE_BOX[2] - ax) / stride,
                     (FACE_BOX[3] - ay) / stride]
-            k[j] = [v for x, y in FACE_KPS for v in ((x - ax) / stride, (y - ay) / stride)]
+            k[j] = [v for x, y in kps_points for v in ((x - ax) / stride, (y - ay) / stride)]
         scores.append(s)
         boxes.append(b)
         kps.append(k)
@@ -88,7 +93,7 @@ def _model_bytes(graph) -> bytes:
     return model.SerializeToString()
 
 
-def build_scrfd(dest: Path, face: bool = True) -> None:
+def build_scrfd(dest: Path, face: bool = True, kps_points=FACE_KPS) -> None:
     from onnx import TensorProto, helper, numpy_helper
 
     inp = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "height", "width"])
@@ -96,7 +101,7 @@ def build_scrfd(dest: Path, face: bool = True) -> None:
              helper.make_node("Mul", ["mean", "zero"], ["nothing"])]
     inits = [numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero")]
     outputs = []
-    for i, arr in enumerate(scrfd_outputs(face)):
+    for i, arr in enumerate(scrfd_outputs(face, kps_points)):
         inits.append(numpy_helper.from_array(arr, f"const_{i}"))
         name = f"out_{i}"
         nodes.append(helper.make_node("Add", [f"const_{i}", "nothing"], [name]))
@@ -309,6 +314,8 @@ def build_bisenet(dest: Path, widths: dict | None = None, seed: int = 3401) -> N
 FILES = {
     "pulid": ("pulid", f"tiny_pulid_flux_1x1_{VERSION}.safetensors", build_pulid),
     "scrfd": ("insightface/models/tiny", f"tiny_scrfd_face_{VERSION}.onnx", lambda d: build_scrfd(d, True)),
+    "scrfd_template": ("insightface/models/tiny", f"tiny_scrfd_template_face_{VERSION}.onnx",
+                       lambda d: build_scrfd(d, True, FACE_KPS_TEMPLATE)),
     "scrfd_noface": ("insightface/models/tiny", f"tiny_scrfd_noface_{VERSION}.onnx", lambda d: build_scrfd(d, False)),
     "arcface": ("insightface/models/tiny", f"tiny_arcface_{VERSION}.onnx", build_recognizer),
     "eva": ("clip_vision", f"tiny_eva02_clip_l_{VERSION}.pt", build_eva),
@@ -354,6 +361,12 @@ def catalog_entries() -> dict[str, dict]:
         "test:pulid@missing": {"kind": "pulid", "files": {"model": "pulid/not_there.safetensors"},
                                "options": {"encoders": dict(encoders, faceDetection="test:scrfd@missing",
                                                             visionTower="test:eva@missing")}},
+        "test:pulid@reference": {"kind": "pulid", "files": {"model": rel("pulid")}, "options": {"encoders": dict(
+            encoders, faceDetection="test:scrfd@template", faceParsing="test:bisenet@facexlib")}},
+        "test:scrfd@template": {"kind": "idEncoder", "files": {"model": rel("scrfd_template")},
+                                "options": {"role": "faceDetection"}},
+        "test:bisenet@facexlib": {"kind": "idEncoder", "files": {"model": "/".join(FACEXLIB_BISENET)},
+                                  "options": {"role": "faceParsing"}},
         "test:scrfd@1": {"kind": "idEncoder", "files": {"model": rel("scrfd")}, "options": {"role": "faceDetection"}},
         "test:scrfd@noface": {"kind": "idEncoder", "files": {"model": rel("scrfd_noface")},
                               "options": {"role": "faceDetection"}},
