@@ -26,44 +26,27 @@ def peer_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("peers")
 
 
-def _import_pack(repository, name, folder_root):
-    from imageinference.testing import peers
-
-    try:
-        folder = peers.unpack(repository, folder_root)
-    except peers.PeerMissing as exc:
-        pytest.skip(f"LOUD: {exc}")
-    return peers.import_package(folder, name)
-
-
 @pytest.fixture(scope="module")
 def comfyui_teacache(comfy, peer_dir):
-    """welltop-cn/ComfyUI-TeaCache's node. Its module imports `precompute_freqs_cis` from ComfyUI's LTXV model, a
-    function ComfyUI 0.8.0 no longer has (the pack's issue #178: the whole pack fails to load). It is only used by
-    its LTXV forward, which nothing here calls, so a stand-in that raises is present while the pack imports."""
-    import comfy.ldm.lightricks.model as ltxv
+    """welltop-cn/ComfyUI-TeaCache's node (with a stand-in for the one ComfyUI function it imports that ComfyUI
+    0.8.0 lost; only its LTXV path calls it, see cache_peers)."""
+    from imageinference.testing import cache_peers, peers
 
-    def unavailable(*_args, **_kwargs):
-        raise NotImplementedError("ComfyUI 0.8.0 has no precompute_freqs_cis (only ComfyUI-TeaCache's LTXV path uses it)")
-
-    ltxv.precompute_freqs_cis = unavailable
     try:
-        pack = _import_pack("ComfyUI-TeaCache", "peer_comfyui_teacache", peer_dir)
-    finally:
-        del ltxv.precompute_freqs_cis
-    return pack.NODE_CLASS_MAPPINGS["TeaCache"]
+        return cache_peers.comfyui_teacache_node(peer_dir)
+    except peers.PeerMissing as exc:
+        pytest.skip(f"LOUD: {exc}")
 
 
 @pytest.fixture(scope="module")
 def wavespeed(comfy, peer_dir):
-    """chengzeyi/Comfy-WaveSpeed's node. Applying it wraps ComfyUI's `execution.get_output_data`; that is put back
-    when the module's tests are done."""
-    import execution
+    from imageinference.testing import cache_peers, peers
 
-    original = execution.get_output_data
-    pack = _import_pack("Comfy-WaveSpeed", "peer_comfy_wavespeed", peer_dir)
-    yield pack.NODE_CLASS_MAPPINGS["ApplyFBCacheOnModel"]
-    execution.get_output_data = original
+    try:
+        with cache_peers.wavespeed_node(peer_dir) as node:
+            yield node
+    except peers.PeerMissing as exc:
+        pytest.skip(f"LOUD: {exc}")
 
 
 # ---------------------------------------------------------------- models, conditioning, runs
@@ -145,16 +128,9 @@ def run(model, positive, negative, cfg, seed=5, size=32):
 
 
 def copying_double_blocks(model):
-    """The model with every FLUX double block handed a copy of its input through ComfyUI's block replacement: the
-    same values, but nothing the caller still holds is overwritten by the block's in-place adds."""
-    m = model.clone()
+    from imageinference.testing.cache_peers import copying_double_blocks as copying
 
-    def copy_input(args, extra):
-        return extra["original_block"]({**args, "img": args["img"].clone()})
-
-    for i in range(len(model.model.diffusion_model.double_blocks)):
-        m.set_model_patch_replace(copy_input, "dit", "double_block", i)
-    return m
+    return copying(model)
 
 
 def skipped(per_step, full):
