@@ -1,4 +1,5 @@
-"""The models of benchmarks/step_caches.py. Conditioning is fixed random tensors (no text encoder).
+"""The models of benchmarks/step_caches.py (a module, not a script). Conditioning is fixed random tensors (no text
+encoder).
 
   A  the tiny FLUX (1 double + 1 single block, random weights), cfg 1 (distilled guidance 3.5)
   B  a deep random SD3-shaped MMDiT (12 joint blocks), cfg 4.5
@@ -9,6 +10,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 SEED = 20261122
@@ -20,6 +22,58 @@ DESCRIPTION = {
     "D": "SD3-shaped MMDiT, 3 joint blocks, random weights, cfg 4.5",
     "E": "SD3-shaped MMDiT, 3 joint blocks, trained by flow matching, cfg 4.5",
 }
+
+
+@dataclass
+class Scenario:
+    name: str
+    model: Any
+    vae: Any
+    positive: Any
+    negative: Any
+    cfg: float
+    blocks: list[Any]
+    base_steps: list[int] = field(default_factory=list)  # block calls per step, uncached
+
+
+class BlockCounter:
+    """Counts transformer block executions per sampler step through forward hooks, whoever skipped them."""
+
+    def __init__(self, blocks: list[Any], steps: int):
+        self.per_step = [0] * steps
+        self.step = 0
+        self.handles = [b.register_forward_pre_hook(self._hook) for b in blocks]
+
+    def _hook(self, *_: Any) -> None:
+        self.per_step[min(self.step, len(self.per_step) - 1)] += 1
+
+    def callback(self, step: int, *_: Any) -> None:
+        self.step = step + 1
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def measure(sc: Scenario, model: Any, steps: int, seed: int) -> tuple[Any, float, float, list[int]]:
+    """(decoded image, sampling seconds, model calls = block calls / blocks, block calls per step) of one run:
+    euler/simple, 64x64 (an 8x8 latent), the scenario's conditioning and cfg."""
+    import time
+
+    import comfy.sample
+    import torch
+
+    latent = torch.zeros(1, 16, 8, 8)
+    noise = comfy.sample.prepare_noise(latent, seed)
+    counter = BlockCounter(sc.blocks, steps)
+    try:
+        t = time.perf_counter()
+        out = comfy.sample.sample(model, noise, steps, sc.cfg, "euler", "simple", sc.positive, sc.negative, latent,
+                                  seed=seed, disable_pbar=True, callback=counter.callback)
+        seconds = time.perf_counter() - t
+    finally:
+        counter.close()
+    return sc.vae.decode(out), seconds, sum(counter.per_step) / len(sc.blocks), counter.per_step
 
 
 def _comfy() -> None:
@@ -58,11 +112,11 @@ def sd3_file(depth: int, seed: int) -> Any:
     return dest
 
 
-def build(name: str) -> tuple[Any, Any]:
-    """(Scenario, TeaCache profile calibrated on that model with the calibration tool)."""
+def build(name: str, calibrated: bool = True) -> tuple[Any, Any]:
+    """(Scenario, TeaCache profile calibrated on that model with the calibration tool, or None if not
+    `calibrated`)."""
     _comfy()
     import comfy.sd
-    from step_caches import Scenario
 
     from imageinference.engines.cache.calibrate import calibrate
     from imageinference.testing.tiny_models import TINY, ensure_tiny_models
@@ -91,6 +145,8 @@ def build(name: str) -> tuple[Any, Any]:
         prompts = [train_flow.conditioning(0), train_flow.conditioning(1)]
     else:
         raise SystemExit(f"unknown scenario {name}; use one of {', '.join(SCENARIOS)}")
+    if not calibrated:
+        return sc, None
     # the calibration runs other seeds (and, where there are any, other conditionings) than the measured run
     fit = calibrate(model, prompts, steps=28, seeds=(7, 8, 9), cfg=1.0, negative=negative)
     return sc, fit.profile

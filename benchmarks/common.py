@@ -70,3 +70,49 @@ def write_results(name: str, figures: dict[str, Any], details: Any = None, comma
     path.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
     print(f"[results] {path.relative_to(RESULTS.parent.parent)}", file=sys.stderr)
     return path
+
+
+# ---------------------------------------------------------------- step caches and DeepCache
+# Shared by benchmarks/step_caches.py and benchmarks/deep_cache.py (their models: cache_scenarios.py and
+# train_flow.py, modules that are not scripts).
+
+CORE_WINDOW = (0.15, 0.95)
+"""(start_percent, end_percent): the default window of ComfyUI's EasyCache and LazyCache nodes."""
+
+
+def decoded_psnr(a: Any, b: Any) -> float:
+    """PSNR (dB) of two decoded images in [0, 1] as 8-bit pixels; inf when they are the same image."""
+    import math
+
+    import torch
+
+    qa, qb = torch.round(a.clamp(0, 1) * 255), torch.round(b.clamp(0, 1) * 255)
+    mse = ((qa - qb) ** 2).mean().item()
+    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def db(x: float) -> float | None:
+    """A PSNR for a results file: None for an identical image (no finite PSNR), else rounded to 0.01 dB."""
+    import math
+
+    return None if math.isinf(x) else round(x, 2)
+
+
+def core_cache(model: Any, kind: str, threshold: float, window: tuple[float, float] = CORE_WINDOW) -> Any:
+    """ComfyUI's own EasyCache ("easycache"; "easycache-copied": with a copy of the model input, since as shipped
+    it adds its cached difference into that tensor in place) or LazyCache ("lazycache") on `model`."""
+    import comfy.patcher_extension
+    from comfy_extras.nodes_easycache import EasyCacheNode, LazyCacheNode
+
+    if kind == "lazycache":
+        return LazyCacheNode.execute(model, threshold, *window, False).result[0]
+    m = EasyCacheNode.execute(model, threshold, *window, False).result[0]
+    if kind == "easycache-copied":
+        def copy_input(executor: Any, *args: Any, **kwargs: Any) -> Any:
+            return executor(args[0].clone(), *args[1:], **kwargs)
+        inner = m.clone()
+        dm = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
+        # the first key is the outermost wrapper: copy the input before EasyCache sees (and edits) it
+        inner.wrappers[dm] = {"copy_input": [copy_input], **inner.wrappers[dm]}
+        return inner
+    return m

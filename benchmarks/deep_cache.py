@@ -13,9 +13,13 @@ the uncached run:
   flops     the FLOPs of the blocks that ran / the FLOPs of one full forward (per-block FLOPs from torch's
             FlopCounterMode on one forward): the honest cost, since the shallow blocks run at full resolution
 Core EasyCache is run as shipped and with a copied model input (as shipped it adds its cached difference into the
-model's input in place). DeepCache is swept over deepCacheInterval and deepCacheBranchId with
-cacheMaxConsecutiveSteps 5 (so the interval alone sets the pattern). Ends with one JSON line holding every row and
-the frontier check (each core point against the DeepCache points with no more FLOPs). Not a test: figures.
+model's input in place). DeepCache is swept over deepCacheInterval and deepCacheBranchId (uniform schedule: full
+steps 0, N, 2N, ..., as DeepCache defines it), and run at two non-uniform schedules (center 15, pow 1.4, DeepCache's
+example). Then the peer, pair by pair: horseee/DeepCache's own DeepCacheSDHelper on a diffusers UNet holding the
+same weights, driven by the same ComfyUI sampling (imageinference/testing/cache_peers.py), at a subset of the same
+settings and both non-uniform schedules; each implementation's PSNR is against its own uncached run, and the PSNR
+between the two images shows how closely they agree. Writes benchmarks/results/deep_cache.json (figures, every row,
+the frontier check: each core point against the DeepCache points with no more FLOPs). Not a test: figures.
 Usage: python benchmarks/deep_cache.py [--scenarios S,T] [--quick]
 """
 
@@ -24,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -32,11 +35,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import core_cache, db, decoded_psnr, write_results
 
 STEPS = 28
 CORE_THRESHOLDS = (0.05, 0.1, 0.2, 0.4)
 INTERVALS = (2, 3, 4, 5, 6)
 BRANCHES = (0, 1, 2, 3, 5, 8, 11)
+NON_UNIFORM = ((3, 15, 1.4), (5, 15, 1.4))  # (interval, center, pow): DeepCache's example center and pow
+PEER_SETTINGS = ((2, 0), (3, 0), (5, 0), (3, 3), (3, 11))  # (interval, branch) compared with DeepCache's helper
 SEED = 20261123
 TRAIN_STEPS = 600
 BATCH = 32
@@ -73,6 +81,7 @@ class Scenario:
     negative: Any
     cfg: float
     size: int  # latent side
+    unet_config: dict[str, Any]  # the UNet's ComfyUI config (for the peer's diffusers copy of it)
 
 
 class BlockMeter:
@@ -130,12 +139,7 @@ def block_flops(model: Any, positive: Any, size: int) -> list[float]:
     return [total(n) for n in names]
 
 
-def psnr(a: Any, b: Any) -> float:
-    import torch
-
-    qa, qb = torch.round(a.clamp(0, 1) * 255), torch.round(b.clamp(0, 1) * 255)
-    mse = ((qa - qb) ** 2).mean().item()
-    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+psnr = decoded_psnr
 
 
 def sample(sc: Scenario, model: Any, flops: list[float]) -> tuple[Any, float, tuple[int, int, float, float]]:
@@ -155,17 +159,13 @@ def sample(sc: Scenario, model: Any, flops: list[float]) -> tuple[Any, float, tu
     return sc.decode(out), seconds, meter.result()
 
 
-def core_cache(model: Any, kind: str, threshold: float) -> Any:
-    import step_caches
-
-    return step_caches.core_cache(model, kind, threshold)
-
-
-def deep_cache(model: Any, interval: int, branch: int) -> Any:
+def deep_cache(model: Any, interval: int, branch: int, schedule: str = "uniform", center: int = 15,
+               power: float = 1.4) -> Any:
     from imageinference.engines.cache.deepcache import DeepCacheConfig
     from imageinference.engines.cache.deepcache_patch import apply_deep_cache
 
-    return apply_deep_cache(model, DeepCacheConfig(interval, branch, max_consecutive=5))
+    return apply_deep_cache(model, DeepCacheConfig(interval, branch, schedule=schedule,  # type: ignore[arg-type]
+                                                   center=center, power=power))
 
 
 # ---------------------------------------------------------------- scenarios
@@ -185,7 +185,9 @@ def scenario_s() -> Scenario:
     root = ensure_tiny_models(["sd15"])
     model, _clip, vae = comfy.sd.load_checkpoint_guess_config(str(TINY["sd15"].path(root)), output_vae=True,
                                                               output_clip=False)[:3]
-    return Scenario("S", model, lambda z: vae.decode(z), _cond(SEED), _cond(SEED + 1), 5.0, 16)
+    from imageinference.testing.tiny_models import SD15_UNET
+
+    return Scenario("S", model, lambda z: vae.decode(z), _cond(SEED), _cond(SEED + 1), 5.0, 16, dict(SD15_UNET))
 
 
 def _lift() -> Any:
@@ -275,12 +277,17 @@ def scenario_t() -> Scenario:
         return img.movedim(1, -1)
 
     cond = _cond(SEED + 2, 0.1)
-    return Scenario("T", model, decode, cond, cond, 1.0, 16)
+    return Scenario("T", model, decode, cond, cond, 1.0, 16, dict(SMALL_UNET))
 
 
 # ---------------------------------------------------------------- the run
 
-def run_scenario(sc: Scenario, quick: bool) -> list[Row]:
+def _setting(interval: int, branch: int, non_uniform: tuple[int, float] | None = None) -> str:
+    text = f"deepCacheInterval={interval},deepCacheBranchId={branch}"
+    return text if non_uniform is None else f"{text},non-uniform center={non_uniform[0]} pow={non_uniform[1]}"
+
+
+def run_scenario(sc: Scenario, quick: bool, peer: Any) -> tuple[list[Row], list[dict[str, Any]]]:
     flops = block_flops(sc.model, sc.positive, sc.size)
     sample(sc, sc.model, flops)  # warm-up (first-call loading is not sampling time)
     base, seconds, (full, shallow, blocks, fl) = sample(sc, sc.model, flops)
@@ -293,13 +300,69 @@ def run_scenario(sc: Scenario, quick: bool) -> list[Row]:
                             psnr(img, base)))
             print(_fmt(rows[-1]), flush=True)
     intervals, branches = ((2, 4), (0, 5)) if quick else (INTERVALS, BRANCHES)
+    images = {}
     for interval in intervals:
         for branch in branches:
             img, seconds, (full, shallow, blocks, fl) = sample(sc, deep_cache(sc.model, interval, branch), flops)
-            rows.append(Row(sc.name, "deepCache", f"deepCacheInterval={interval},deepCacheBranchId={branch}", full,
-                            shallow, blocks, fl, seconds, psnr(img, base)))
+            rows.append(Row(sc.name, "deepCache", _setting(interval, branch), full, shallow, blocks, fl, seconds,
+                            psnr(img, base)))
+            images[rows[-1].setting] = img
             print(_fmt(rows[-1]), flush=True)
-    return rows
+    for interval, center, power in NON_UNIFORM:
+        model = deep_cache(sc.model, interval, 0, "non-uniform", center, power)
+        img, seconds, (full, shallow, blocks, fl) = sample(sc, model, flops)
+        rows.append(Row(sc.name, "deepCache-non-uniform", _setting(interval, 0, (center, power)), full, shallow,
+                        blocks, fl, seconds, psnr(img, base)))
+        images[rows[-1].setting] = img
+        print(_fmt(rows[-1]), flush=True)
+    return rows, peer_pairs(sc, rows, images, peer, quick)
+
+
+def sample_peer(sc: Scenario, run: Any) -> tuple[Any, float]:
+    """(decoded image, seconds) of one sampling run whose model function is DeepCache's helper on diffusers."""
+    import comfy.sample
+    import torch
+
+    latent = torch.zeros(1, 4, sc.size, sc.size)
+    noise = comfy.sample.prepare_noise(latent, 1234)
+    with run:
+        t = time.perf_counter()
+        out = comfy.sample.sample(run.model, noise, STEPS, sc.cfg, "euler", "normal", sc.positive, sc.negative,
+                                  latent, seed=1234, disable_pbar=True)
+        seconds = time.perf_counter() - t
+    return sc.decode(out), seconds
+
+
+def peer_pairs(sc: Scenario, rows: list[Row], images: dict[str, Any], peer: Any,
+               quick: bool) -> list[dict[str, Any]]:
+    """DeepCache's helper at our settings: its forwards (full = the middle block ran), PSNR against its own uncached
+    run, and the PSNR between its image and ours (how closely the two implementations agree)."""
+    from imageinference.testing.cache_peers import HelperRun, deepcache_full_steps, diffusers_unet
+
+    helper, quad = peer
+    unet = diffusers_unet(sc.model, sc.unet_config)
+    peer_base, _ = sample_peer(sc, HelperRun(helper, unet, sc.model, 1, 0))
+    settings = [(i, b, None) for i, b in (PEER_SETTINGS[:2] if quick else PEER_SETTINGS)]
+    settings += [(i, 0, (c, p)) for i, c, p in NON_UNIFORM]
+    out = []
+    for interval, branch, non_uniform in settings:
+        full_steps = None if non_uniform is None else deepcache_full_steps(quad, STEPS, interval, *non_uniform)
+        run = HelperRun(helper, unet, sc.model, interval, branch, full_steps)
+        img, seconds = sample_peer(sc, run)
+        setting = _setting(interval, branch, non_uniform)
+        mine = next((r for r in rows if r.setting == setting), None)
+        if mine is None:
+            continue
+        full = sum(run.middle_ran)
+        pair = {"scenario": sc.name, "setting": setting, "peer_full": full, "peer_shallow": len(run.middle_ran) - full,
+                "ours_full": mine.full, "ours_shallow": mine.shallow, "flops": round(mine.flops, 3),
+                "peer_psnr": db(psnr(img, peer_base)), "ours_psnr": db(mine.psnr),
+                "agreement_psnr": db(psnr(img, images[setting])), "peer_seconds": round(seconds, 3)}
+        out.append(pair)
+        print(f"{sc.name} peer {setting:60s} forwards {full:2d}+{pair['peer_shallow']:2d} (ours {mine.full}+"
+              f"{mine.shallow}) {pair['peer_psnr']} dB (ours {pair['ours_psnr']} dB); the two images agree to "
+              f"{pair['agreement_psnr']} dB", flush=True)
+    return out
 
 
 def _fmt(r: Row) -> str:
@@ -328,20 +391,66 @@ def dominates(rows: list[Row], scenario: str, core: tuple[str, ...]) -> tuple[bo
     return not misses, misses
 
 
+def figures_of(rows: list[Row], pairs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """The flat figures docs/extras.md and the README quote."""
+    figures: dict[str, Any] = {}
+    for name in names:
+        uncached = next(r for r in rows if r.scenario == name and r.cache == "none")
+        figures[f"{name}.uncached_seconds"] = round(uncached.seconds, 2)
+        ok, misses = dominates(rows, name, ("lazycache", "easycache", "easycache-copied"))
+        figures[f"{name}.deepcache_dominates_core"] = ok
+        figures[f"{name}.core_points_missed"] = len(misses)
+        for cache in ("lazycache", "easycache", "easycache-copied", "deepCache", "deepCache-non-uniform"):
+            points = [r for r in frontier(rows) if r.scenario == name and r.cache == cache]
+            for i, r in enumerate(points):
+                key = f"{name}.{cache}.frontier.{i}"
+                figures[f"{key}.flops"] = round(r.flops, 1)
+                figures[f"{key}.psnr"] = db(r.psnr) if db(r.psnr) is not None else "identical"
+                figures[f"{key}.seconds"] = round(r.seconds, 2)
+                figures[f"{key}.setting"] = r.setting
+        mine = [p for p in pairs if p["scenario"] == name]
+        figures[f"{name}.peer_pairs"] = len(mine)
+        figures[f"{name}.peer_same_forwards"] = sum(p["peer_full"] == p["ours_full"] and
+                                                   p["peer_shallow"] == p["ours_shallow"] for p in mine)
+        agreement = [p["agreement_psnr"] for p in mine if p["agreement_psnr"] is not None]
+        if agreement:
+            figures[f"{name}.peer_agreement_min_db"] = min(agreement)
+        gaps = [abs(p["peer_psnr"] - p["ours_psnr"]) for p in mine if p["peer_psnr"] and p["ours_psnr"]]
+        if gaps:
+            figures[f"{name}.peer_psnr_gap_max_db"] = round(max(gaps), 2)
+        for p in mine:
+            key = f"{name}.pair.{p['setting'].replace('deepCacheInterval=', 'i').replace(',deepCacheBranchId=', '-b')}"
+            key = key.replace(",non-uniform center=", "-c").replace(" pow=", "-p")
+            figures[f"{key}.flops"] = round(p["flops"], 1)
+            figures[f"{key}.peer_psnr"] = p["peer_psnr"]
+            figures[f"{key}.ours_psnr"] = p["ours_psnr"]
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenarios", default="S,T")
-    parser.add_argument("--quick", action="store_true", help="a few settings (a smoke run, not the figures)")
+    parser.add_argument("--quick", action="store_true", help="a few settings (a smoke run, no results file)")
     args = parser.parse_args()
     logging.getLogger().setLevel(logging.WARNING)
     from imageinference.comfyui.runtime import use_inprocess_comfyui
 
     use_inprocess_comfyui()
+    import tempfile
+
+    from imageinference.testing.cache_peers import deepcache
+
     builders = {"S": scenario_s, "T": scenario_t}
     rows: list[Row] = []
+    pairs: list[dict[str, Any]] = []
     names = [n.strip() for n in args.scenarios.split(",")]
-    for name in names:
-        rows += run_scenario(builders[name](), args.quick)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        peer = deepcache(Path(tmp))
+        for name in names:
+            got, paired = run_scenario(builders[name](), args.quick, peer)
+            rows += got
+            pairs += paired
     checks = {}
     for name in names:
         ok, misses = dominates(rows, name, ("lazycache", "easycache", "easycache-copied"))
@@ -353,12 +462,17 @@ def main() -> None:
 
     def plain(r: Row) -> dict[str, Any]:
         d = asdict(r)
-        d["psnr"] = None if math.isinf(r.psnr) else round(r.psnr, 2)
+        d["psnr"] = db(r.psnr)
         d.update(seconds=round(r.seconds, 3), blocks=round(r.blocks, 3), flops=round(r.flops, 3))
         return d
 
-    print(json.dumps({"benchmark": "deep_cache", "steps": STEPS, "psnr_null_means": "identical to no cache",
-                      "rows": [plain(r) for r in rows], "checks": checks}))
+    details = {"steps": STEPS, "psnr_null_means": "identical to no cache",
+               "minutes": round((time.perf_counter() - started) / 60, 1), "rows": [plain(r) for r in rows],
+               "checks": checks, "peer_pairs": pairs}
+    if args.quick:
+        print(json.dumps(details))
+        return
+    write_results("deep_cache", figures_of(rows, pairs, names), details)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,10 @@ monotone in the threshold), so those are not re-run.
 For every core point the script prints whether one of our settings has no more calls and no less PSNR, per cache
 and overall, and when none does, why: the point lies below the cache's floor (the fewest calls the policy and the
 always-run blocks allow) or our best PSNR at those calls is lower. A core point is "usable" at PSNR >= 30 dB
-(USABLE_DB). Ends with one JSON line holding every row and every comparison. Not a test: figures.
-Usage: python benchmarks/step_caches.py [--scenarios A,B,C,D,E] [--quick]
+(USABLE_DB). Each scenario writes benchmarks/results/step_caches_<scenario>.json (its figures, every row and
+comparison); `--summary` adds up the five into step_caches.json (no sampling). The peer packs (ComfyUI-TeaCache,
+Comfy-WaveSpeed) are compared in benchmarks/step_caches_peers.py. Not a test: figures.
+Usage: python benchmarks/step_caches.py [--scenarios A,B,C,D,E] [--quick]; python benchmarks/step_caches.py --summary
 """
 
 from __future__ import annotations
@@ -36,12 +38,15 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cache_scenarios import DESCRIPTION, SCENARIOS, Scenario, measure
+from common import CORE_WINDOW, RESULTS, core_cache, db, decoded_psnr, write_results
 
 STEPS = 28
 SEED = 1234
@@ -50,7 +55,7 @@ CORE_GRID = (0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0
              3.0)  # 3.0 is the most the core nodes accept
 OPEN_GRID = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 3.0)
 SHIPPED_GRID = (0.05, 0.2, 1.0, 3.0)
-CORE_WINDOW, OPEN_WINDOW = (0.15, 0.95), (0.0, 1.0)  # (start_percent, end_percent): the nodes' default, and none
+OPEN_WINDOW = (0.0, 1.0)  # (start_percent, end_percent): no window (CORE_WINDOW: the nodes' default)
 OURS_GRID = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55,
              0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
 CAPS = (5, 4, 3, 2, 1)
@@ -82,80 +87,11 @@ class Row:
         return f"{self.cache} {name}={self.value} cap={self.cap}{' ' + self.note if self.note else ''}"
 
 
-@dataclass
-class Scenario:
-    name: str
-    model: Any
-    vae: Any
-    positive: Any
-    negative: Any
-    cfg: float
-    blocks: list[Any]
-    base_steps: list[int] = field(default_factory=list)  # block calls per step, uncached
-
-
-def psnr(a: Any, b: Any) -> float:
-    import torch
-
-    qa = torch.round(a.clamp(0, 1) * 255)
-    qb = torch.round(b.clamp(0, 1) * 255)
-    mse = ((qa - qb) ** 2).mean().item()
-    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
-
-
-class BlockCounter:
-    """Counts transformer block executions per sampler step through forward hooks, whoever skipped them."""
-
-    def __init__(self, blocks: list[Any]):
-        self.per_step = [0] * STEPS
-        self.step = 0
-        self.handles = [b.register_forward_pre_hook(self._hook) for b in blocks]
-
-    def _hook(self, *_: Any) -> None:
-        self.per_step[min(self.step, STEPS - 1)] += 1
-
-    def callback(self, step: int, *_: Any) -> None:
-        self.step = step + 1
-
-    def close(self) -> None:
-        for h in self.handles:
-            h.remove()
+psnr = decoded_psnr
 
 
 def sample(sc: Scenario, model: Any) -> tuple[Any, float, float, list[int]]:
-    """(decoded image, seconds, model calls, block calls per step) for one run."""
-    import comfy.sample
-    import torch
-
-    latent = torch.zeros(1, 16, 8, 8)
-    noise = comfy.sample.prepare_noise(latent, SEED)
-    counter = BlockCounter(sc.blocks)
-    try:
-        t = time.perf_counter()
-        out = comfy.sample.sample(model, noise, STEPS, sc.cfg, "euler", "simple", sc.positive, sc.negative, latent,
-                                  seed=SEED, disable_pbar=True, callback=counter.callback)
-        seconds = time.perf_counter() - t
-    finally:
-        counter.close()
-    return sc.vae.decode(out), seconds, sum(counter.per_step) / len(sc.blocks), counter.per_step
-
-
-def core_cache(model: Any, kind: str, threshold: float, window: tuple[float, float] = CORE_WINDOW) -> Any:
-    import comfy.patcher_extension
-    from comfy_extras.nodes_easycache import EasyCacheNode, LazyCacheNode
-
-    if kind == "lazycache":
-        return LazyCacheNode.execute(model, threshold, *window, False).result[0]
-    m = EasyCacheNode.execute(model, threshold, *window, False).result[0]
-    if kind == "easycache-copied":
-        def copy_input(executor: Any, *args: Any, **kwargs: Any) -> Any:
-            return executor(args[0].clone(), *args[1:], **kwargs)
-        inner = m.clone()
-        dm = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
-        # the first key is the outermost wrapper: copy the input before EasyCache sees (and edits) it
-        inner.wrappers[dm] = {"copy_input": [copy_input], **inner.wrappers[dm]}
-        return inner
-    return m
+    return measure(sc, model, STEPS, SEED)
 
 
 def our_config(model: Any, kind: str, value: float, cap: int, profile: Any, last_step: bool = True) -> Any:
@@ -332,55 +268,128 @@ def compare(rows: list[Row], scenario: str, blocks: int) -> dict[str, Any]:
             "floors_cap5": {k: round(floor_calls(blocks, k), 3) for k in OURS}}
 
 
-def _db(x: float) -> float | None:
-    return None if math.isinf(x) else round(x, 2)
+_db = db
+
+
+def fewest_usable(rows: list[Row]) -> Row | None:
+    usable = [r for r in rows if r.psnr >= USABLE_DB]
+    return min(usable, key=lambda r: (r.calls, -r.psnr)) if usable else None
+
+
+def scenario_figures(res: dict[str, Any], rows: list[Row], uncached_seconds: float) -> dict[str, Any]:
+    """The flat figures the docs quote for one scenario (benchmarks/results/step_caches_<name>.json)."""
+    points = res["points"]
+    figures: dict[str, Any] = {
+        "blocks": res["blocks"], "uncached_seconds": round(uncached_seconds, 2),
+        "core_points": res["of"], "core_usable": res["usable_of"],
+        "dominated": res["dominated"], "dominated_usable": res["usable_dominated"],
+        "undominated": res["of"] - res["dominated"]}
+    for kind in OURS:
+        mine = [r for r in rows if r.cache == kind]
+        by = [p for p in points if (p["ours"].get(kind) or {}).get("dominated_by")]
+        figures[f"{kind}.dominated"] = len(by)
+        figures[f"{kind}.dominated_usable"] = sum(p["usable"] for p in by)
+        figures[f"{kind}.floor_cap5"] = res["floors_cap5"][kind]
+        at_one = res["ours_at_1.0_cap5"].get(kind)
+        if at_one:
+            figures[f"{kind}.at_1_cap5.calls"] = at_one["calls_at_1.0_cap5"]
+            figures[f"{kind}.at_1_cap5.psnr"] = at_one["psnr"] if at_one["psnr"] is not None else "identical"
+        best = fewest_usable(mine)
+        if best is not None:
+            figures[f"{kind}.fewest_usable.calls"] = round(best.calls, 2)
+            figures[f"{kind}.fewest_usable.psnr"] = _db(best.psnr)
+            figures[f"{kind}.fewest_usable.setting"] = f"{best.value}, cap {best.cap}"
+        sweep = res["sweeps"].get(kind, {})
+        skipping = sorted({r.value for r in mine if r.cap == max(CAPS) and r.skipped and r.value is not None})
+        if skipping:
+            figures[f"{kind}.first_skip_cap5"] = skipping[0]
+        for cap, value in sweep.get("saturated_from", {}).items():
+            figures[f"{kind}.saturates.cap{cap}"] = value
+    core_best = res["most_aggressive_usable_core"]
+    if core_best:
+        figures["core_fewest_usable.calls"] = core_best["calls"]
+        figures["core_fewest_usable.psnr"] = core_best["psnr"]
+        figures["core_fewest_usable.setting"] = core_best["core"]
+    for i, p in enumerate(p for p in points if not p["dominated"]):
+        figures[f"undominated.{i}.calls"] = p["calls"]
+        figures[f"undominated.{i}.psnr"] = p["psnr"]
+        figures[f"undominated.{i}.setting"] = p["core"]
+    ablation = [r for r in rows if r.cache == "teaCache-ablation"]
+    if ablation:
+        figures["last_step_skippable.calls"] = round(ablation[0].calls, 2)
+        figures["last_step_skippable.psnr"] = _db(ablation[0].psnr)
+    return figures
+
+
+def plain(r: Row) -> dict[str, Any]:
+    d = asdict(r)
+    d["psnr"] = _db(r.psnr)  # identical image: no finite PSNR
+    d["seconds"], d["calls"] = round(r.seconds, 3), round(r.calls, 3)
+    d["threshold"] = None if r.threshold is None else ("inf" if math.isinf(r.threshold) else r.threshold)
+    return d
+
+
+def report(name: str, res: dict[str, Any]) -> None:
+    print(f"\n{name}: {res['model']}: {res['dominated']}/{res['of']} core points dominated "
+          f"({res['usable_dominated']}/{res['usable_of']} of those >= {USABLE_DB:.0f} dB); "
+          f"most aggressive usable core point {res['most_aggressive_usable_core']}; ours at 1.0, cap 5: "
+          f"{res['ours_at_1.0_cap5']}")
+    for p in res["points"]:
+        print(f"  {p['core']:36s} {p['calls']:6.2f} calls {p['psnr'] or 0:6.2f} dB "
+              f"{'usable' if p['usable'] else '      '} {'DOMINATED' if p['dominated'] else 'not dominated'}")
+        for kind, v in p["ours"].items():
+            text = (f"by {v['dominated_by']} ({v['calls']} calls, {v['psnr']} dB)" if v["dominated_by"]
+                    else v["why"])
+            print(f"      {kind:9s} {text}")
+
+
+def summary() -> None:
+    """step_caches.json: the five scenarios' counts added up (read from their results files; no sampling)."""
+    totals: dict[str, Any] = {}
+    keys = ("core_points", "core_usable", "dominated", "dominated_usable", "undominated",
+            *(f"{k}.{f}" for k in OURS for f in ("dominated", "dominated_usable")))
+    sources = {}
+    for name in SCENARIOS:
+        record = json.loads((RESULTS / f"step_caches_{name}.json").read_text())
+        sources[name] = {"commit": record["commit"], "date": record["date"]}
+        for key in keys:
+            totals[key] = totals.get(key, 0) + record["figures"][key]
+    write_results("step_caches", totals, {"scenarios": sources},
+                  notes="sums of benchmarks/results/step_caches_<A-E>.json")
+    print(json.dumps(totals))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scenarios", default="A,B,C,D,E")
-    parser.add_argument("--quick", action="store_true", help="a few thresholds and caps (a smoke run, not figures)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--quick", action="store_true", help="a few thresholds and caps (a smoke run, no results file)")
+    parser.add_argument("--summary", action="store_true", help="add up the scenarios' results files")
     args = parser.parse_args()
+    if args.summary:
+        summary()
+        return
     logging.getLogger().setLevel(logging.ERROR)
     import cache_scenarios
 
-    rows: list[Row] = []
-    results: dict[str, Any] = {}
-    started = time.perf_counter()
     for name in [n.strip() for n in args.scenarios.split(",")]:
+        started = time.perf_counter()
         sc, profile = cache_scenarios.build(name)
-        print(f"{name}: {cache_scenarios.DESCRIPTION[name]}; TeaCache calibrated on this model: {profile}",
-              flush=True)
-        got, sweeps = run_scenario(sc, args.quick, profile)
-        rows += got
-        results[name] = {"model": cache_scenarios.DESCRIPTION[name], "blocks": len(sc.blocks),
-                         "teacache_profile": {"coefficients": list(profile.coefficients),
-                                              "threshold_scale": profile.threshold_scale},
-                         "sweeps": sweeps, **compare(rows, name, len(sc.blocks))}
-    for name, res in results.items():
-        print(f"\n{name}: {res['model']}: {res['dominated']}/{res['of']} core points dominated "
-              f"({res['usable_dominated']}/{res['usable_of']} of those >= {USABLE_DB:.0f} dB); "
-              f"most aggressive usable core point {res['most_aggressive_usable_core']}; ours at 1.0, cap 5: "
-              f"{res['ours_at_1.0_cap5']}")
-        for p in res["points"]:
-            print(f"  {p['core']:36s} {p['calls']:6.2f} calls {p['psnr'] or 0:6.2f} dB "
-                  f"{'usable' if p['usable'] else '      '} {'DOMINATED' if p['dominated'] else 'not dominated'}")
-            for kind, v in p["ours"].items():
-                text = (f"by {v['dominated_by']} ({v['calls']} calls, {v['psnr']} dB)" if v["dominated_by"]
-                        else v["why"])
-                print(f"      {kind:9s} {text}")
-
-    def plain(r: Row) -> dict[str, Any]:
-        d = asdict(r)
-        d["psnr"] = _db(r.psnr)  # identical image: no finite PSNR
-        d["seconds"], d["calls"] = round(r.seconds, 3), round(r.calls, 3)
-        d["threshold"] = None if r.threshold is None else ("inf" if math.isinf(r.threshold) else r.threshold)
-        return d
-
-    print(json.dumps({"benchmark": "step_caches", "steps": STEPS, "seed": SEED, "usable_db": USABLE_DB,
-                      "quick": args.quick, "psnr_null_means": "identical to no cache",
-                      "minutes": round((time.perf_counter() - started) / 60, 1),
-                      "scenarios": results, "rows": [plain(r) for r in rows]}))
+        print(f"{name}: {DESCRIPTION[name]}; TeaCache calibrated on this model: {profile}", flush=True)
+        rows, sweeps = run_scenario(sc, args.quick, profile)
+        res = {"model": DESCRIPTION[name], "blocks": len(sc.blocks),
+               "teacache_profile": {"coefficients": list(profile.coefficients),
+                                    "threshold_scale": profile.threshold_scale},
+               "sweeps": sweeps, **compare(rows, name, len(sc.blocks))}
+        report(name, res)
+        details = {"steps": STEPS, "seed": SEED, "usable_db": USABLE_DB, "psnr_null_means": "identical to no cache",
+                   "minutes": round((time.perf_counter() - started) / 60, 1), "scenario": res,
+                   "rows": [plain(r) for r in rows]}
+        if args.quick:
+            print(json.dumps(details))
+            continue
+        uncached = next(r for r in rows if r.cache == "none")
+        write_results(f"step_caches_{name}", scenario_figures(res, rows, uncached.seconds), details,
+                      command=["benchmarks/step_caches.py", "--scenarios", name])
 
 
 if __name__ == "__main__":

@@ -9,18 +9,17 @@ standardised. Conditioning: one fixed random 4-token context per class, and an e
 (all-zero) context that replaces the class context on 15% of the training samples, so sampling with the class as
 positive and the empty context as negative is real CFG. Training: x_t = (1 - t) x0 + t e, target e - x0, t = SD3's
 shifted sigma (shift 3) of a uniform draw. Deterministic (fixed seeds, fixed step count); the result is cached next
-to the tiny models and never committed. Usage: python benchmarks/train_flow.py [DEPTH ...]
+to the tiny models and never committed (a module, not a script: the models train on first use, from
+benchmarks/cache_scenarios.py; benchmarks/deep_cache.py uses its procedural images).
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-DEPTHS = (3, 12)
 # (optimiser steps, batch) per depth: the 12-block model (hidden 768) costs ~1.4 s a step here, the 3-block 0.05 s
 TRAINING = {3: (1500, 32), 12: (240, 16)}
 DATASET = 2048
@@ -146,11 +145,3 @@ def train(depth: int, dest: Path) -> None:
     _save(sd, dest, torch.float32, {"imageinference": f"SD3-shaped MMDiT ({depth} blocks) trained by "
                                                       "benchmarks/train_flow.py"})
 
-
-if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from imageinference.comfyui.runtime import use_inprocess_comfyui
-
-    use_inprocess_comfyui()
-    for arg in sys.argv[1:] or [str(d) for d in DEPTHS]:
-        print(trained_model(int(arg)))
