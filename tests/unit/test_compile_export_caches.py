@@ -4,7 +4,6 @@ a graph that sets them still exports its cache, and the export says which option
 import json
 
 import pytest
-from test_compile_export import catalog  # noqa: F401 (fixture)
 
 from imageinference.interop.compiler import compile_request
 from imageinference.interop.exporter import export_prompt

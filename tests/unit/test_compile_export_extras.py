@@ -7,7 +7,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_compile_export import catalog, compilable_requests, round_trip, window  # noqa: F401 (fixture)
+from unit_helpers import compilable_requests, round_trip, window
 
 from imageinference.contract.errors import ContractError
 from imageinference.interop.compiler import compile_request

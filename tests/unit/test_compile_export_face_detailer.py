@@ -6,7 +6,7 @@ import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_compile_export import catalog, compilable_requests, core_graph, round_trip, words  # noqa: F401 (fixture)
+from unit_helpers import compilable_requests, core_graph, round_trip, words
 
 from imageinference.engines.models.catalog import Catalog
 from imageinference.interop.compiler import compile_request

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_compile_export import IMG, UUID, catalog, compilable_requests, round_trip  # noqa: F401 (fixture)
+from unit_helpers import IMG, UUID, compilable_requests, round_trip
 
 from imageinference.contract.errors import ContractError
 from imageinference.engines.ipadapter.options import COMBINE_METHODS, EMBED_SCALINGS, WEIGHT_TYPES

@@ -5,7 +5,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_compile_export import IMG, UUID, catalog, compilable_requests, round_trip  # noqa: F401  (fixture)
+from unit_helpers import IMG, UUID, compilable_requests, round_trip
 
 from imageinference.contract.errors import ContractError
 from imageinference.engines.pulid.stack import DEFAULT_PULID
