@@ -103,7 +103,7 @@ def diffusers_unet(comfy_model: Any, unet_config: dict[str, Any]) -> Any:
     down_attn = [unet_config["transformer_depth"][2 * i] > 0 for i in range(levels)]
     out_depth = list(reversed(unet_config["transformer_depth_output"]))  # in output-block order
     up_attn = [out_depth[3 * j] > 0 for j in range(levels)]
-    unet = UNet2DConditionModel(
+    unet: Any = UNet2DConditionModel(
         sample_size=unet_config["image_size"], in_channels=unet_config["in_channels"],
         out_channels=unet_config["out_channels"], layers_per_block=unet_config["num_res_blocks"][0],
         block_out_channels=tuple(unet_config["model_channels"] * m for m in unet_config["channel_mult"]),
