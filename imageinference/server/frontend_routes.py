@@ -4,13 +4,17 @@
   -> {"request": ..., "notExportable": [...]}, or {"errors": [...]} (status 400)
 - POST /imageinference/graph/compile <an imageInference request: an object, or the API's array of tasks>
   -> {"workflow": <frontend workflow>, "request": <canonical request>}, or {"errors": [...]} (status 400)
-Both only convert between formats (nothing is run, fetched or written), so they need no key. Bodies are read whole
-by the endpoint's own reader, with its limit and timeout (IMAGEINFERENCE_MAX_BODY_BYTES, IMAGEINFERENCE_BODY_TIMEOUT):
-a request file holding real images arrives in many chunks.
+Both convert between formats: nothing is sampled, fetched from the network or written. Export reads the graph's
+LoadImage files from ComfyUI's input folder (never outside it) to embed them as data URIs, and computes a core
+sampler's sigmas from the model's architecture (no weights are loaded) to turn percent windows into steps; both
+run in a worker thread, never on ComfyUI's event loop.
+Bodies are read whole by the endpoint's own reader, with its limit and timeout (IMAGEINFERENCE_MAX_BODY_BYTES,
+IMAGEINFERENCE_BODY_TIMEOUT): a request file holding real images arrives in many chunks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -83,7 +87,8 @@ def register(routes: web.RouteTableDef, config: EndpointConfig | None = None) ->
     async def _export(request: web.Request) -> web.Response:
         try:
             body = await _body(request, settings)
-            return web.json_response(export_graph(body.get("prompt") if isinstance(body, dict) else None))
+            prompt = body.get("prompt") if isinstance(body, dict) else None
+            return web.json_response(await asyncio.to_thread(export_graph, prompt))
         except EnvelopeError as exc:
             return _refused(exc)
         except ContractError as exc:
@@ -91,7 +96,8 @@ def register(routes: web.RouteTableDef, config: EndpointConfig | None = None) ->
 
     async def _compile(request: web.Request) -> web.Response:
         try:
-            return web.json_response(compile_graph(await _body(request, settings)))
+            body = await _body(request, settings)
+            return web.json_response(await asyncio.to_thread(compile_graph, body))
         except EnvelopeError as exc:
             return _refused(exc)
         except ContractError as exc:
