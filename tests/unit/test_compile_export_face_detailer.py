@@ -110,6 +110,15 @@ def test_what_a_request_cannot_say_is_listed(catalog):  # noqa: F811
                                                                                  "air": "runware:5@1", "vae": ""}}
         notes = export_notes(graph, catalog)
         assert any("node 70 (ImageInferenceFaceDetailer)" in n and why in n for n in notes), (key, notes)
+    for name, value in (("contextPadding", 0), ("maxUpscale", 8.0), ("maxRegions", 50), ("minRegionSize", 10),
+                        ("maxRegionSize", 300), ("seedPerRegion", False)):  # node-only: a request gets the default
+        graph = copy.deepcopy(prompt)
+        graph["70"]["inputs"][name] = value
+        notes = export_notes(graph, catalog)
+        assert any("node 70" in n and f"{name} {value!r}: a request has no such field" in n for n in notes), notes
+    graph = copy.deepcopy(prompt)
+    graph["70"]["inputs"].update(contextPadding=32, maxUpscale=4.0, maxRegions=10, seedPerRegion=True)
+    assert export_notes(graph, catalog) == []  # the defaults, written out, export
     graph = copy.deepcopy(prompt)
     del graph["70"]["inputs"]["seeds"]  # unlinked: the seed widget must be the image's seed
     assert any("seeds are not the image's" in n for n in export_notes(graph, catalog))

@@ -8,14 +8,15 @@ applied to the detail pass (their guide images show the whole picture, not a fac
 
 Export: the detailer's widgets are `ultralytics`; a detail prompt linked to another Prompt node (or CLIPTextEncode)
 than the image's own is `ultralytics.positivePrompt` / `negativePrompt`. What a request cannot say is listed as
-not exportable: another detector than runware:35@1, another model, VAE, scheduler or seeds than the image's.
+not exportable: another detector than runware:35@1, a region option (contextPadding, maxUpscale, maxRegions,
+min/maxRegionSize, seedPerRegion) other than its default, another model, VAE, scheduler or seeds than the image's.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ...engines.detailer.fields import DEFAULT_DETECTOR, NODE_CLASS, PROMPTS, SETTINGS
+from ...engines.detailer.fields import DEFAULT_DETECTOR, NODE_CLASS, PROMPTS, REGION_OPTIONS, SETTINGS
 from ...engines.samplers.schedulers import SCHEDULER_NAMES, lookup
 from ..graph import GraphBuilder
 from ..registry import ExportContext, Feature, NodeExport, node_exports
@@ -137,6 +138,9 @@ def _checks(ctx: ExportContext, nid: str, node: dict[str, Any],
     if inputs.get("detector") != DEFAULT_DETECTOR:
         ctx.note(nid, node, f"detector {inputs.get('detector')!r}: a request always detects with {DEFAULT_DETECTOR} "
                  "(face_yolov8n)")
+    for name, (default, _low, _high) in REGION_OPTIONS.items():
+        if name in inputs and inputs[name] != default:
+            ctx.note(nid, node, f"{name} {inputs[name]!r}: a request has no such field and always gets {default!r}")
     if source is None:
         ctx.note(nid, node, "the image it details is not made by a sampler the exporter knows, so its model, "
                  "scheduler and seeds cannot be checked against the request's")
