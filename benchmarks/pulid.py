@@ -2,7 +2,10 @@
 
 1. sampling with PuLID against without (same latent, steps, seed; runs interleaved, median of N each);
 2. the identity embedding: first time (stack already loaded) against from the content-hash cache, and the cold
-   stack load.
+   stack load;
+3. face parsing: a first-time embedding with the (tiny) parser against the same stack without it, and the parser
+   alone at the published BiSeNet's widths on a 512 px crop (what it costs with the real weights).
+Writes benchmarks/results/pulid.json.
 The tiny files have the published layouts but small widths, so (1) also prints the share the cross-attention
 layers would add to a real FLUX.1-dev forward, computed from the published shapes (multiply-accumulates of the
 linear layers and attention products). Not a test; figures vary between runs, ratios less.
@@ -18,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from common import write_results
 
 
 def setup() -> tuple[Any, Any]:
@@ -76,10 +81,14 @@ def main() -> None:
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     size, steps = 128, 8
     flux, image = setup()
+    import torch
+
     from imageinference.comfyui.nodes.pulid import PuLIDNode
     from imageinference.engines.models.catalog import Catalog
     from imageinference.engines.pulid import encoder
+    from imageinference.engines.pulid.face_parsing import load_parser
     from imageinference.engines.pulid.stack import stack_entries
+    from imageinference.testing.tiny_pulid import ensure_facexlib_bisenet
 
     t0 = time.perf_counter()
     stack = encoder.load_stack(stack_entries(Catalog.load(), "test:pulid@1"))
@@ -94,6 +103,28 @@ def main() -> None:
         t0 = time.perf_counter()
         encoder.identity_embedding(stack, img)
         cached.append(time.perf_counter() - t0)
+    # face parsing's share of a first-time embedding: the same stack without the parser, side by side
+    bare = encoder.load_stack(stack_entries(Catalog.load(), "test:pulid@noparsing"))
+    parsed_s, bare_s = [], []
+    for i in range(repeats):
+        img = image[0] + (repeats + i) * 1e-3
+        t0 = time.perf_counter()
+        encoder.compute_embedding(bare, img)
+        bare_s.append(time.perf_counter() - t0)
+    stack = encoder.load_stack(stack_entries(Catalog.load(), "test:pulid@1"))
+    for i in range(repeats):
+        img = image[0] + (repeats + i) * 1e-3
+        t0 = time.perf_counter()
+        encoder.compute_embedding(stack, img)
+        parsed_s.append(time.perf_counter() - t0)
+    parser_full = load_parser(str(ensure_facexlib_bisenet()))
+    crop = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(0))
+    parser_full.labels(crop)
+    full_s = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        parser_full.labels(crop)
+        full_s.append(time.perf_counter() - t0)
     patched = PuLIDNode.execute(flux, image, "test:pulid@1", 1.0, -1, -1, -1.0).args[0]
     sample(flux, size, steps)  # warm-up
     sample(patched, size, steps)
@@ -111,13 +142,19 @@ def main() -> None:
         "embedding_cached_s": round(statistics.median(cached), 6),
         "embedding_speedup": round(statistics.median(firsts) / statistics.median(cached)),
         "stack_cold_load_s": round(load_s, 3),
+        "embedding_with_parsing_s": round(statistics.median(parsed_s), 4),
+        "embedding_without_parsing_s": round(statistics.median(bare_s), 4),
+        "parsing_512_full_width_s": round(statistics.median(full_s), 3),
     }
     print(f"sampling: plain {row['sampling_plain_s']} s, with PuLID {row['sampling_pulid_s']} s "
           f"(x{row['sampling_ratio']}); at FLUX.1-dev size the 20 cross-attention layers add about "
           f"{100 * row['real_flux_ca_share_estimate']:.1f}% to a 1024x1024 forward (estimate from shapes)")
     print(f"identity embedding: first {row['embedding_first_s']} s, cached {row['embedding_cached_s']} s "
           f"(x{row['embedding_speedup']}); cold stack load {row['stack_cold_load_s']} s")
+    print(f"face parsing: embedding {row['embedding_with_parsing_s']} s with, {row['embedding_without_parsing_s']} s "
+          f"without (tiny parser); the real BiSeNet's widths on a 512 px crop: {row['parsing_512_full_width_s']} s")
     print(json.dumps(row))
+    write_results("pulid", {k: v for k, v in row.items() if k != "benchmark"})
 
 
 if __name__ == "__main__":

@@ -182,12 +182,12 @@ def compute_embedding(stack: Stack, image: torch.Tensor) -> IdEmbedding:
     stack.tower.to(device, dtype)
     stack.idformer.to(device, dtype)
     try:
-        face = aligned.permute(2, 0, 1)[None]
+        crop = aligned.permute(2, 0, 1)[None]
         labels = None
         if stack.parser is not None:
             # parsed in float32 on the CPU: a label flipped by half precision whitens a different pixel
-            labels = stack.parser.labels(face)
-        pixels = vision_input(features_only(face, labels), stack.tower.image_size)
+            labels = stack.parser.labels(crop)
+        pixels = vision_input(features_only(crop, labels), stack.tower.image_size)
         embed, scales = stack.tower(pixels.to(device, dtype))
         embed = embed / embed.norm(dim=1, keepdim=True)
         vector = torch.cat((id_vec.to(device, dtype), embed), dim=-1)

@@ -2,8 +2,9 @@
 
 The request names no PuLID weights: compiled graphs use the default AIR (pulid/stack.py DEFAULT_PULID); a graph
 whose PuLID node uses other weights exports with a "not exportable" line saying so. `pulid.trueCFGScale` is carried
-by the PuLID node (real CFG with that scale, the negative prompt on the unconditional pass); the request's top-level
-`trueCFGScale` by the sampler. With both, PuLID's scale combines the two passes.
+by the PuLID node (real CFG with that scale, the negative prompt on the unconditional pass, as PuLID-FLUX runs it:
+above 1 only, from step 1 on); the request's top-level `trueCFGScale` by the sampler. With both, PuLID's scale
+combines the two passes where it acts.
 """
 
 from __future__ import annotations
