@@ -115,15 +115,95 @@ def _sd15_layers(sd: dict, gen, root: Path) -> None:
     _attention_layers(sd, gen, sd15_attention_widths(root), SD15_CONTEXT)
 
 
-def build_sd15_plain(dest: Path, root: Path) -> None:
+def plain_adapter(widths: list[int], context: int, embeds: int, seed: int, tokens: int = 4) -> dict:
+    """tencent-ailab's linear layout (plain, light, ViT-G): `tokens` tokens of `context` from pooled embeddings."""
     import torch
 
-    gen = torch.Generator().manual_seed(2201)
+    gen = torch.Generator().manual_seed(seed)
     sd: dict = {}
-    _put(sd, "image_proj.proj", _linear(gen, 4 * SD15_CONTEXT, VITL_EMBEDS))
-    _put(sd, "image_proj.norm", _norm(SD15_CONTEXT))
-    _sd15_layers(sd, gen, root)
-    _save(sd, dest, torch.float16, {"imageinference": "tiny random IP-Adapter, SD1.5 plain layout, ViT-L"})
+    _put(sd, "image_proj.proj", _linear(gen, tokens * context, embeds))
+    _put(sd, "image_proj.norm", _norm(context))
+    _attention_layers(sd, gen, widths, context)
+    return sd
+
+
+def plus_adapter(widths: list[int], context: int, hidden: int, seed: int, dim: int | None = None, heads: int = 12,
+                 depth: int = 4, queries: int = 16) -> dict:
+    """The perceiver-resampler layout (plus, plus-face): the released files have depth 4, 64-wide heads, 16
+    queries; SD1.5 dim 768 (12 heads), SDXL dim 1280 (20 heads)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    dim = dim or context
+    inner = heads * 64
+    sd: dict = {"image_proj.latents": torch.randn(1, queries, dim, generator=gen) / math.sqrt(dim)}
+    _put(sd, "image_proj.proj_in", _linear(gen, dim, hidden))
+    _put(sd, "image_proj.proj_out", _linear(gen, context, dim))
+    _put(sd, "image_proj.norm_out", _norm(context))
+    for i in range(depth):
+        p = f"image_proj.layers.{i}"
+        _put(sd, f"{p}.0.norm1", _norm(dim))
+        _put(sd, f"{p}.0.norm2", _norm(dim))
+        _put(sd, f"{p}.0.to_q", _linear(gen, inner, dim, bias=False))
+        _put(sd, f"{p}.0.to_kv", _linear(gen, 2 * inner, dim, bias=False))
+        _put(sd, f"{p}.0.to_out", _linear(gen, dim, inner, bias=False))
+        _put(sd, f"{p}.1.0", _norm(dim))
+        _put(sd, f"{p}.1.1", _linear(gen, 4 * dim, dim, bias=False))
+        _put(sd, f"{p}.1.3", _linear(gen, dim, 4 * dim, bias=False))
+    _attention_layers(sd, gen, widths, context)
+    return sd
+
+
+def full_face_adapter(widths: list[int], context: int, hidden: int, seed: int) -> dict:
+    """The per-token MLP layout (full-face)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    sd: dict = {}
+    _put(sd, "image_proj.proj.0", _linear(gen, hidden, hidden))
+    _put(sd, "image_proj.proj.2", _linear(gen, context, hidden))
+    _put(sd, "image_proj.proj.3", _norm(context))
+    _attention_layers(sd, gen, widths, context)
+    return sd
+
+
+def save_adapter(sd: dict, dest: Path, what: str) -> Path:
+    import torch
+
+    _save(sd, dest, torch.float16, {"imageinference": f"tiny random IP-Adapter, {what}"})
+    return dest
+
+
+def tiny_clip_vision(workdir: Path, projection_dim: int, hidden_size: int = 64, layers: int = 3, seed: int = 2100):
+    """A ComfyUI CLIP vision model (comfy.clip_vision.ClipVisionModel, the class its loader returns) with a small
+    config of the given output widths: pooled `projection_dim` (768 ViT-L, 1024 ViT-H, 1280 ViT-bigG) and hidden
+    `hidden_size`. ComfyUI's loader fixes full-size configs by key names, so this one is built, not loaded from a
+    file; tests hand it to the adapters directly."""
+    import comfy.clip_vision
+    import torch
+
+    config = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "quick_gelu", "hidden_size": hidden_size,
+              "image_size": 224, "initializer_factor": 1.0, "initializer_range": 0.02,
+              "intermediate_size": 4 * hidden_size, "layer_norm_eps": 1e-05, "model_type": "clip_vision_model",
+              "num_attention_heads": max(1, hidden_size // 32), "num_channels": 3, "num_hidden_layers": layers,
+              "patch_size": 14, "projection_dim": projection_dim, "torch_dtype": "float32"}
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"tiny_clip_vision_{projection_dim}_{hidden_size}.json"
+    path.write_text(json.dumps(config))
+    encoder = comfy.clip_vision.ClipVisionModel(str(path))
+    net = encoder.model
+    _randomize(net, seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("class_embedding"):
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)) * 0.02)
+    encoder.imageinference_key = ("tiny", projection_dim, hidden_size, layers, seed)
+    return encoder
+
+
+def build_sd15_plain(dest: Path, root: Path) -> None:
+    sd = plain_adapter(sd15_attention_widths(root), SD15_CONTEXT, VITL_EMBEDS, 2201)
+    save_adapter(sd, dest, "SD1.5 plain layout, ViT-L")
 
 
 def build_sdxl_plain(dest: Path, root: Path) -> None:
@@ -175,6 +255,26 @@ def build_sd15_full_face(dest: Path, root: Path) -> None:
     _save(sd, dest, torch.float16, {"imageinference": "tiny random IP-Adapter, SD1.5 full-face layout, ViT-L"})
 
 
+# The tiny SD1.5 checkpoint's output blocks carry their attention at 0-8 (ComfyUI pops transformer_depth_output
+# from the end); SD1.5 has it at 3-11, where cubiq's IPAdapter_plus looks for it. This UNet keeps SD1.5's block
+# layout (and two widths, 320 and 640, so the C penalty differs between levels) for comparisons with that node.
+def sd15_unet_sd_layout_config() -> dict:
+    from .tiny_models import SD15_UNET
+
+    return dict(SD15_UNET, channel_mult=[1, 1, 2, 2], transformer_depth_output=[1] * 9 + [0] * 3)
+
+
+def build_sd15_unet_sd_layout(dest: Path, root: Path) -> None:
+    import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
+    import comfy.ops
+    import torch
+
+    net = openaimodel.UNetModel(operations=comfy.ops.disable_weight_init, **sd15_unet_sd_layout_config())
+    _randomize(net, 2401)
+    _save(net.state_dict(), dest, torch.float16,
+          {"imageinference": "tiny random-weight SD1.5 UNet with SD1.5's cross-attention block layout"})
+
+
 def build_flux_xlabs(dest: Path, root: Path, blocks: int = 1, tokens: int = 4) -> None:
     import torch
 
@@ -206,6 +306,8 @@ TINY_IPADAPTER: dict[str, TinyModel] = {m.key: m for m in (
     TinyModel("ipadapter_sdxl", "ipadapter", "tiny_ip_adapter_sdxl.safetensors", build_sdxl_plain),
     TinyModel("ipadapter_flux", "ipadapter", "tiny_flux_ip_adapter_xlabs.safetensors", build_flux_xlabs),
     TinyModel("redux", "ipadapter", "tiny_flux_redux.safetensors", build_flux_redux),
+    TinyModel("sd15_unet_sd_layout", "diffusion_models", "tiny_sd15_unet_sd_layout.safetensors",
+              build_sd15_unet_sd_layout),
 )}
 NEEDS_SD15 = ("ipadapter_sd15", "ipadapter_sd15_plus", "ipadapter_sd15_full")
 

@@ -153,3 +153,13 @@ def test_a_hand_built_graph_with_core_guide_images_exports(catalog, tmp_path):  
     assert "weightComposition" not in entry and exported.not_exportable == []
     notes = export_prompt(prompt, catalog).not_exportable  # no reader: the entry cannot be exported, and says so
     assert "ipAdapters" not in export_prompt(prompt, catalog).request and any("node 40 (LoadImage)" in n for n in notes)
+
+
+def test_middle_block_on_is_a_node_option_the_request_cannot_carry(catalog):  # noqa: F811
+    _c, prompt = compile_request(base(ipAdapters=[{"model": "runware:55@8", "guideImages": [IMG]}]))
+    assert "middleBlock" not in prompt["41"]["inputs"]  # compiled requests keep the default (as cubiq's node)
+    assert export_prompt(prompt, catalog).not_exportable == []
+    prompt["41"]["inputs"]["middleBlock"] = True
+    exported = export_prompt(prompt, catalog)
+    assert len(exported.request["ipAdapters"]) == 1
+    assert [n for n in exported.not_exportable if "middleBlock" in n and "node 41" in n]

@@ -12,6 +12,7 @@ from imageinference.engines.ipadapter.options import (
     ScheduleError,
     block_weights,
     embed_scaling,
+    middle_block_off,
     option_issues,
 )
 
@@ -128,3 +129,24 @@ def test_options_each_family_refuses():
     redux = option_issues("redux", {"embedScaling": "only_v", "weightType": "normal"})
     assert [i.field for i in redux] == ["embedScaling"]
     assert option_issues("redux", {}) == []  # defaults are fine everywhere
+
+
+@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
+def test_middle_block_off_zeroes_only_the_middle_block_and_keeps_the_depth_profile(arch):
+    blocks, names = layout(arch)
+    schedule = block_weights("ease_in_out", W, blocks)
+    off = middle_block_off(schedule, blocks)
+    assert [n for n, w in zip(names, off, strict=True) if w == 0] == ["mid"]
+    assert [w for n, w in zip(names, off, strict=True) if n != "mid"] == \
+        [w for n, w in zip(names, schedule, strict=True) if n != "mid"]  # t still counts the middle block
+    # weak_middle then leaves every other block at the full weight: the same schedule as normal
+    assert middle_block_off(block_weights("weak_middle", W, blocks), blocks) == \
+        middle_block_off(block_weights("normal", W, blocks), blocks)
+
+
+def test_the_c_penalty_is_computed_in_the_references_order():
+    """w * (C / 1280), not (w * C) / 1280: they differ in the last bit for some weights, and the comparison with
+    the reference is bit for bit."""
+    w, width = 0.7, 640
+    assert embed_scaling("kv_penalty_c", w, width).key == w * (width / 1280.0)
+    assert any(x * (c / 1280.0) != x * c / 1280.0 for x in (0.1, 0.3, 0.7, 1.1, 1.3) for c in (320, 640, 1280, 960))

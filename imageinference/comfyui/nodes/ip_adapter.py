@@ -105,7 +105,9 @@ class IPAdapter(io.ComfyNode):
                 "light, plus, plus-face, full-face, FLUX) is read from its weights. weightType schedules the weight "
                 "over the UNet's cross-attention blocks; embedScaling puts it on the image attention's output "
                 "(only_v), keys and values (kv) or with the key-width penalty (kv_penalty_c, k_mean_v_penalty_c). "
-                "FLUX adapters take weight, combineMethod and embedScaling only_v / kv. Apply before step caches."
+                "SD1.5 / SDXL compute what cubiq's IPAdapter_plus computes (middleBlock off); FLUX what XLabs' "
+                "adapter node computes (the weight scales the image attention's output; the negative pass sees a "
+                "black guide image). Apply before step caches."
             ),
             is_input_list=True,
             inputs=[
@@ -119,17 +121,23 @@ class IPAdapter(io.ComfyNode):
                 io.Float.Input("weightComposition", default=UNSET_COMPOSITION, min=-1.0, max=1.0, step=0.01,
                                tooltip="imageInference `ipAdapters.weightComposition` (composition blocks of the "
                                        "*_and_composition weight types; default 1); -1 = not set."),
+                io.Boolean.Input("middleBlock", default=False, optional=True,
+                                 tooltip="SD1.5 / SDXL. Off (default): the UNet's middle block gets no adapter, as "
+                                         "with cubiq's IPAdapter_plus on ComfyUI (its middle-block patch is never "
+                                         "called), so images match that node's. On: the middle block gets its "
+                                         "scheduled weight too, as the adapters were trained. Not a request field."),
             ],
             outputs=[io.Model.Output(display_name="MODEL")],
         )
 
     @classmethod
     def execute(cls, model, guideImages, ipAdapter, weight, combineMethod, embedScaling, weightType,
-                weightComposition, air=None) -> io.NodeOutput:
+                weightComposition, air=None, middleBlock=None) -> io.NodeOutput:
         composition = float(_first(weightComposition))
         opts = AdapterOptions(
             _air(ipAdapter, air, "ipAdapters.0.model"), float(_first(weight)), _first(combineMethod),
-            _first(embedScaling), _first(weightType), composition if composition >= 0 else None)
+            _first(embedScaling), _first(weightType), composition if composition >= 0 else None,
+            bool(_first(middleBlock)) if middleBlock is not None else False)
         images = _images(guideImages, "ipAdapters.0.guideImages")
         return io.NodeOutput(apply_ip_adapter(_first(model), images, opts, Catalog.load()))
 

@@ -1,6 +1,11 @@
 """One `ipAdapters[]` entry applied: the catalog names the adapter file and its image encoder; the adapter's layout
 is read from its keys; the guide images go through ComfyUI's CLIP vision encoder; the tokens go into the model's
 attention (IP-Adapter) or the prompt (FLUX Redux, through ComfyUI's style-model path). Adapter over ComfyUI.
+
+The reference semantics (checked against the peers' own code on the same weights, tests/comfy/test_ip_adapter_vs_*):
+SD1.5/SDXL as cubiq's IPAdapter_plus computes them on ComfyUI, including its middle block left without adapter
+(`middleBlock` turns it on); FLUX as XLabs' x-flux-comfyui: the weight scales the image attention's output, and the
+negative pass attends to the tokens of a black guide image.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from .options import (
     WeightType,
     block_weights,
     embed_scaling,
+    middle_block_off,
     option_issues,
 )
 from .patch import FluxBlock, ImageKV, UNetLayer, applied, flux_facts, install_flux, install_unet, unet_facts
@@ -55,6 +61,7 @@ class AdapterOptions:
     embedScaling: EmbedScaling = "kv"
     weightType: WeightType = "normal"
     weightComposition: float | None = None
+    middleBlock: bool = False  # UNet: True also patches the middle block (as the adapters were trained)
 
     def as_entry(self) -> dict[str, object]:
         return {"combineMethod": self.combineMethod, "embedScaling": self.embedScaling,
@@ -63,7 +70,7 @@ class AdapterOptions:
 
 @dataclass
 class LoadedAdapter:
-    entry: Entry
+    entry: Entry | None  # None: read from a file directly (tests and benchmarks)
     layout: AdapterLayout
     weights: dict[str, torch.Tensor]
     encoder: Any  # comfy.clip_vision.ClipVisionModel
@@ -93,6 +100,12 @@ def encoder_widths(encoder: Any) -> tuple[int, int]:
     return (int(weight.shape[0]) if weight is not None else hidden), hidden
 
 
+def read_adapter(raw: dict[str, Any]) -> tuple[AdapterLayout, dict[str, torch.Tensor]]:
+    """An adapter file's tensors (flattened) and the layout they are in; LayoutError when it is none known."""
+    weights = {k: v for k, v in flatten(raw).items() if isinstance(v, torch.Tensor)}
+    return detect({k: tuple(v.shape) for k, v in weights.items()}), weights
+
+
 def load_adapter(air: str, catalog: Catalog, parameter: str) -> LoadedAdapter:
     """The adapter file and the image encoder the catalog names for this AIR, checked against each other."""
     import comfy.utils
@@ -106,9 +119,8 @@ def load_adapter(air: str, catalog: Catalog, parameter: str) -> LoadedAdapter:
         raw = comfy.utils.load_torch_file(path, safe_load=True)
     except Exception as exc:  # a damaged or foreign file: any reader error is the user's file, not a crash
         raise _error("invalidModel", f"{entry.air}: '{entry.files['model']}' cannot be read: {exc}", parameter) from exc
-    weights = {k: v for k, v in flatten(raw).items() if isinstance(v, torch.Tensor)}
     try:
-        layout = detect({k: tuple(v.shape) for k, v in weights.items()})
+        layout, weights = read_adapter(raw)
     except LayoutError as exc:
         raise _error("invalidModel", f"{entry.air} ('{entry.files['model']}'): {exc}", parameter) from exc
     encoder_rel = entry.files.get(ENCODER_ROLE)
@@ -181,28 +193,48 @@ def _frames(images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return out
 
 
+def _digest(frame: torch.Tensor) -> tuple[tuple[int, ...], str]:
+    pixels = frame.detach().float().cpu().contiguous()
+    return tuple(pixels.shape), hashlib.sha256(pixels.numpy().tobytes()).hexdigest()
+
+
 def encode(encoder: Any, images: Sequence[torch.Tensor], field: str) -> torch.Tensor:
     """One encoder output (`image_embeds`, `penultimate_hidden_states` or `last_hidden_state`) per guide image,
-    stacked; each image resized and centre-cropped to the encoder's input by ComfyUI's CLIP vision encoder."""
-    outs = []
-    for frame in _frames(images):
-        pixels = frame.detach().float().cpu().contiguous()
-        key = (getattr(encoder, "imageinference_key", id(encoder)), field, tuple(pixels.shape),
-               hashlib.sha256(pixels.numpy().tobytes()).hexdigest())
-        if key not in _EMBEDS:
-            with torch.no_grad():
-                _EMBEDS.put(key, getattr(encoder.encode_image(frame, crop=True), field).float().cpu())
-        outs.append(_EMBEDS[key])
-    return torch.cat(outs, dim=0)
+    stacked; each image resized and centre-cropped to the encoder's input by ComfyUI's CLIP vision encoder.
+
+    Images of one size go through the encoder as one batch, as a batch IMAGE does in the reference (a batch's
+    last bits depend on its size), and the result is kept per set of images: the same images give the same
+    embeddings whatever was encoded before."""
+    frames = _frames(images)
+    key = (getattr(encoder, "imageinference_key", id(encoder)), field, tuple(_digest(f) for f in frames))
+    if key in _EMBEDS:
+        log.debug("IP-Adapter: %d guide image(s) already encoded (%s), encoder skipped", len(frames), field)
+        _EMBEDS.move_to_end(key)
+        return _EMBEDS[key]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, frame in enumerate(frames):
+        groups.setdefault(tuple(frame.shape), []).append(i)
+    out: list[torch.Tensor] = [frames[0]] * len(frames)
+    with torch.no_grad():
+        for indices in groups.values():
+            batch = torch.cat([frames[i] for i in indices])
+            result = getattr(encoder.encode_image(batch, crop=True), field).float().cpu()
+            for j, i in enumerate(indices):
+                out[i] = result[j:j + 1]
+    return _EMBEDS.put(key, torch.cat(out, dim=0))
 
 
-def empty_image_embeds(encoder: Any, layout: AdapterLayout, like: torch.Tensor) -> torch.Tensor:
-    """The negative side: zero pooled embeddings, or the hidden states of an all-black image (IP-Adapter's
-    unconditional input)."""
-    if layout.image_input == "image_embeds":
+def negative_embeds(encoder: Any, layout: AdapterLayout, like: torch.Tensor) -> torch.Tensor:
+    """The negative side's encoder output (one image): for SD adapters IP-Adapter's own (zero pooled embeddings;
+    the hidden states of a black image for plus and full-face), for FLUX XLabs' (a black image's embeddings)."""
+    if layout.image_input == "image_embeds" and layout.family != "flux":
         return torch.zeros_like(like[:1])
     size = int(getattr(encoder, "image_size", 224))
     return encode(encoder, [torch.zeros(1, size, size, 3)], layout.image_input)
+
+
+def _norm(embeds: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(embeds, dim=0)
 
 
 def _tokens(loaded: LoadedAdapter, images: Sequence[torch.Tensor], method: CombineMethod
@@ -211,9 +243,9 @@ def _tokens(loaded: LoadedAdapter, images: Sequence[torch.Tensor], method: Combi
     image's tokens follow the previous image's."""
     layout = loaded.layout
     embeds = encode(loaded.encoder, images, layout.image_input)
-    empty = empty_image_embeds(loaded.encoder, layout, embeds)
-    cond_embeds = combine(embeds, method)
-    uncond_embeds = empty.expand(combines_uncond(method, embeds.shape[0]), *empty.shape[1:])
+    empty = negative_embeds(loaded.encoder, layout, embeds)
+    cond_embeds = combine(embeds, method, _norm)
+    uncond_embeds = empty.repeat(combines_uncond(method, embeds.shape[0]), *([1] * (empty.ndim - 1)))
     with torch.no_grad():
         cond = project(layout, loaded.weights, cond_embeds)
         uncond = project(layout, loaded.weights, uncond_embeds)
@@ -243,7 +275,12 @@ def apply_ip_adapter(model: Any, images: Sequence[torch.Tensor], opts: AdapterOp
     """A clone of `model` with one IP-Adapter applied (the model itself when weight is 0). Errors name
     `ipAdapters.<i>`, i = the number of this pack's IP-Adapters already on the model."""
     base = f"ipAdapters.{len(applied(model))}"
-    loaded = load_adapter(opts.air, catalog, f"{base}.model")
+    return apply_loaded(model, images, opts, load_adapter(opts.air, catalog, f"{base}.model"), base)
+
+
+def apply_loaded(model: Any, images: Sequence[torch.Tensor], opts: AdapterOptions, loaded: LoadedAdapter,
+                 base: str = "ipAdapters.0") -> Any:
+    """`apply_ip_adapter` once the adapter and its encoder are loaded (errors name `base`)."""
     layout = loaded.layout
     if layout.family == "redux":
         raise _error("invalidModel", f"{opts.air} is a FLUX Redux model: it adds image tokens to the prompt, so it "
@@ -263,18 +300,23 @@ def apply_ip_adapter(model: Any, images: Sequence[torch.Tensor], opts: AdapterOp
             schedule = block_weights(opts.weightType, opts.weight, kinds, opts.weightComposition)
         except ValueError as exc:
             raise _error("unsupportedWeightType", str(exc), f"{base}.weightType") from exc
+        if not opts.middleBlock:
+            schedule = middle_block_off(schedule, kinds)
         if not any(schedule):
             return model
         tokens = _tokens(loaded, images, opts.combineMethod)
+        images_in_tokens = len(_frames(images)) if opts.combineMethod == "concat" else 1
         layers = []
         for (key, width), (t, index, _w) in zip(layout.layers, diffusers_order(facts), strict=True):
             if schedule[t] == 0:
                 continue
             kv = _kv(tokens, loaded.weights, f"ip_adapter.{key}.to_k_ip", f"ip_adapter.{key}.to_v_ip")
             kind, block_id = keys[t]
-            layers.append(UNetLayer(kind, block_id, index, kv, embed_scaling(opts.embedScaling, schedule[t], width)))
-        log.info("IP-Adapter %s (%s): %d of %d attention layers, weight type %s", opts.air, layout.description,
-                 len(layers), len(layout.layers), opts.weightType)
+            layers.append(UNetLayer(kind, block_id, index, kv, embed_scaling(opts.embedScaling, schedule[t], width),
+                                    images_in_tokens))
+        log.info("IP-Adapter %s (%s): %d of %d attention layers, weight type %s, middle block %s", opts.air,
+                 layout.description, len(layers), len(layout.layers), opts.weightType,
+                 "patched" if opts.middleBlock else "left without adapter (as IPAdapter_plus)")
         return install_unet(model, layers, opts.air)
     try:
         flux = flux_facts(diffusion_model)
@@ -290,7 +332,8 @@ def apply_ip_adapter(model: Any, images: Sequence[torch.Tensor], opts: AdapterOp
     for index, hidden in layout.layers:
         prefix = f"double_blocks.{index}.processor.ip_adapter_double_stream"
         kv = _kv(tokens, loaded.weights, f"{prefix}_k_proj", f"{prefix}_v_proj")
-        blocks.append(FluxBlock(index, kv, embed_scaling(opts.embedScaling, opts.weight, hidden)))
+        # XLabs' ip_scale: the weight multiplies the image attention's output (embedScaling has no say here)
+        blocks.append(FluxBlock(index, kv, embed_scaling("only_v", opts.weight, hidden)))
     log.info("FLUX IP-Adapter %s (%s): %d double blocks", opts.air, layout.description, len(blocks))
     return install_flux(model, blocks, opts.air)
 
@@ -321,7 +364,7 @@ def apply_redux(conditioning: list[Any], images: Sequence[torch.Tensor], opts: A
     if opts.weight == 0:
         return conditioning
     style_model = comfy.sd.load_style_model(loaded.path)
-    embeds = combine(encode(loaded.encoder, images, "last_hidden_state"), opts.combineMethod)
+    embeds = combine(encode(loaded.encoder, images, "last_hidden_state"), opts.combineMethod, _norm)
     output = comfy.clip_vision.Output()
     output["last_hidden_state"] = embeds
     (out,) = nodes.StyleModelApply().apply_stylemodel(conditioning, style_model, output, opts.weight, "multiply")

@@ -15,6 +15,7 @@ With one image every method returns it as it is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from .options import CombineMethod
@@ -35,8 +36,11 @@ class ArrayLike(Protocol):
 A = TypeVar("A", bound=ArrayLike)
 
 
-def combine(embeds: A, method: CombineMethod) -> A:
-    """(N, ...) embeddings of N guide images -> (1, ...) (or (N, ...) unchanged for concat / one image)."""
+def combine(embeds: A, method: CombineMethod, norm: Callable[[A], A] | None = None) -> A:
+    """(N, ...) embeddings of N guide images -> (1, ...) (or (N, ...) unchanged for concat / one image).
+
+    `norm` computes norm_average's per-feature norm over the images (axis 0); torch callers pass the library's
+    own vector norm, whose summation order the reference's results depend on in the last bit."""
     n = int(embeds.shape[0])
     if n == 0:
         raise ValueError("no embeddings to combine")
@@ -49,8 +53,8 @@ def combine(embeds: A, method: CombineMethod) -> A:
     elif method == "average":
         out = embeds.mean(0)
     elif method == "norm_average":
-        norm = ((embeds * embeds).sum(0)) ** 0.5  # per feature, over the images
-        out = (embeds / norm).mean(0)
+        size = norm(embeds) if norm is not None else ((embeds * embeds).sum(0)) ** 0.5  # per feature, over images
+        out = (embeds / size).mean(0)
     else:
         raise ValueError(f"unknown combineMethod {method!r}")
     result: A = out[None]

@@ -104,6 +104,13 @@ def block_weights(weight_type: WeightType, weight: float, blocks: Sequence[Block
     return tuple(table.get(t, 0.0) for t in range(n))
 
 
+def middle_block_off(schedule: Sequence[float], blocks: Sequence[BlockKind]) -> tuple[float, ...]:
+    """The schedule with no adapter on the middle block: what cubiq's IPAdapter_plus applies on ComfyUI, whose
+    UNet looks the middle block's patch up as ("middle", 0) while that node registers it as ("middle", 1). The
+    weight-type formulas still count the middle block (t), as the reference's do."""
+    return tuple(0.0 if kind == "middle" else w for w, kind in zip(schedule, blocks, strict=True))
+
+
 @dataclass(frozen=True)
 class Scaling:
     """Factors of the image attention: softmax(q·(key·k)) ((v - m)·value + m·value_mean) · output, m = token
@@ -121,7 +128,7 @@ def embed_scaling(method: EmbedScaling, weight: float, key_dim: int) -> Scaling:
         return Scaling(1.0, 1.0, 1.0, w)
     if method == "kv":
         return Scaling(w, w, w, 1.0)
-    penalised = w * key_dim / PENALTY_DIM
+    penalised = w * (key_dim / PENALTY_DIM)  # the reference's order of operations (bit-identical results)
     if method == "kv_penalty_c":
         return Scaling(penalised, penalised, penalised, 1.0)
     if method == "k_mean_v_penalty_c":
@@ -133,7 +140,8 @@ def embed_scaling(method: EmbedScaling, weight: float, key_dim: int) -> Scaling:
 ALLOWED: dict[Family, dict[str, tuple[object, ...] | None]] = {
     "unet": {"combineMethod": COMBINE_METHODS, "embedScaling": EMBED_SCALINGS, "weightType": WEIGHT_TYPES,
              "weightComposition": None},
-    # FLUX IP-Adapters attend once per double block: no UNet blocks to schedule, no 1280-wide penalty.
+    # FLUX IP-Adapters attend once per double block: no UNet blocks to schedule, no 1280-wide penalty. The weight
+    # scales the image attention's output as XLabs' ip_scale does, so only_v and kv (the default) mean the same.
     "flux": {"combineMethod": COMBINE_METHODS, "embedScaling": ("only_v", "kv"), "weightType": ("normal",)},
     # Redux appends image tokens to the text: no image attention, so no k/v to scale.
     "redux": {"combineMethod": COMBINE_METHODS, "embedScaling": ("kv",), "weightType": ("normal",)},

@@ -3,10 +3,10 @@
 UNet (SD1.5, SDXL): a cross-attention replacement (`patches_replace["attn2"]`, keyed (block kind, block id,
 transformer layer)) on each layer whose scheduled weight is not 0: it computes the layer's own attention with
 ComfyUI's `optimized_attention` (or calls the replacement already installed there, e.g. an earlier adapter)
-and adds the image attention. Layers at weight 0 are not touched at all.
+and adds the image attention, computed with the same `optimized_attention`. Layers at weight 0 are not touched.
 FLUX: a per-block replacement (`patches_replace["dit"]`, ("double_block", i)) that reads the block's image query
 from the block's own layers before the block runs, runs the block (or the replacement already installed), and adds
-the image attention to the block's image output, as the XLabs adapters are trained.
+the image attention to the block's image output, as the XLabs adapters are trained and applied.
 Nothing is written into the model given: the caller gets a clone.
 """
 
@@ -96,21 +96,28 @@ def unet_facts(diffusion_model: Any) -> tuple[UNetFacts, list[tuple[BlockKind, i
 class UNetImageAttention(_Shared):
     """attn2 replacement: the layer's attention (or the previous replacement's) plus one adapter's image term."""
 
-    def __init__(self, kv: ImageKV, scaling: Scaling, previous: Callable[..., torch.Tensor] | None) -> None:
+    def __init__(self, kv: ImageKV, scaling: Scaling, previous: Callable[..., torch.Tensor] | None,
+                 images: int = 1) -> None:
         self.kv = kv
         self.scaling = scaling
         self.previous = previous
+        self.images = images  # guide images whose tokens follow each other (concat): the value mean is per image
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra: dict[str, Any]) -> torch.Tensor:
+        from comfy.ldm.modules.attention import optimized_attention
+
         if self.previous is not None:
             out = self.previous(q, k, v, extra)
         else:
-            from comfy.ldm.modules.attention import optimized_attention
-
             out = optimized_attention(q, k, v, extra["n_heads"], attn_precision=extra.get("attn_precision"),
                                       transformer_options=extra)
         ik, iv = self.kv.rows(extra.get("cond_or_uncond") or [0], q.shape[0], q)
-        return out + image_attention(q, ik, iv, extra["n_heads"], self.scaling).to(out.dtype)
+
+        def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+            return optimized_attention(q, k, v, heads, attn_precision=extra.get("attn_precision"))
+
+        term = image_attention(q, ik, iv, extra["n_heads"], self.scaling, self.images, attend)
+        return out + term.to(out.dtype)
 
     def to(self, device: Any) -> UNetImageAttention:
         if self.previous is not None and hasattr(self.previous, "to"):
@@ -125,6 +132,7 @@ class UNetLayer:
     index: int  # transformer layer within the block
     kv: ImageKV
     scaling: Scaling
+    images: int = 1
 
 
 def install_unet(model: Any, layers: Sequence[UNetLayer], air: str) -> Any:
@@ -132,8 +140,8 @@ def install_unet(model: Any, layers: Sequence[UNetLayer], air: str) -> Any:
     existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
     for layer in layers:
         previous = existing.get((layer.kind, layer.block_id, layer.index))
-        patched.set_model_attn2_replace(UNetImageAttention(layer.kv, layer.scaling, previous), layer.kind,
-                                        layer.block_id, layer.index)
+        patched.set_model_attn2_replace(UNetImageAttention(layer.kv, layer.scaling, previous, layer.images),
+                                        layer.kind, layer.block_id, layer.index)
     _record(patched, air)
     return patched
 

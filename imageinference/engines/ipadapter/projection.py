@@ -9,6 +9,8 @@ Rebuilt from an adapter's own weights in the layout `layout.detect` recognised:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -28,18 +30,24 @@ def _layer_norm(x: torch.Tensor, sd: dict[str, torch.Tensor], key: str, eps: flo
 
 def _perceiver(x: torch.Tensor, latents: torch.Tensor, sd: dict[str, torch.Tensor], key: str,
                heads: int) -> torch.Tensor:
-    """Latent queries attend to (image features, latents); returns the attention output (before the residual)."""
+    """Latent queries attend to (image features, latents); returns the attention output (before the residual).
+
+    The attention is written as the published IP-Adapter resampler computes it (q and k each scaled by d^-1/4,
+    the softmax in float32), not with a fused kernel, so the tokens are bit-identical to the reference's."""
     x = _layer_norm(x, sd, f"{key}.norm1")
     lat = _layer_norm(latents, sd, f"{key}.norm2")
     q = _linear(lat, sd, f"{key}.to_q")
-    k, v = _linear(torch.cat((x, lat), dim=1), sd, f"{key}.to_kv").chunk(2, dim=-1)
+    k, v = _linear(torch.cat((x, lat), dim=-2), sd, f"{key}.to_kv").chunk(2, dim=-1)
     b, n, width = q.shape
 
     def heads_first(t: torch.Tensor) -> torch.Tensor:
-        return t.reshape(b, t.shape[1], heads, width // heads).transpose(1, 2)
+        return t.view(b, t.shape[1], heads, -1).transpose(1, 2).reshape(b, heads, t.shape[1], -1)
 
-    out = F.scaled_dot_product_attention(heads_first(q), heads_first(k), heads_first(v))
-    return _linear(out.transpose(1, 2).reshape(b, n, width), sd, f"{key}.to_out")
+    q, k, v = heads_first(q), heads_first(k), heads_first(v)
+    scale = 1 / math.sqrt(math.sqrt(q.shape[-1]))
+    weight = (q * scale) @ (k * scale).transpose(-2, -1)
+    out = torch.softmax(weight.float(), dim=-1).type(weight.dtype) @ v
+    return _linear(out.permute(0, 2, 1, 3).reshape(b, n, -1), sd, f"{key}.to_out")
 
 
 def _feed_forward(x: torch.Tensor, sd: dict[str, torch.Tensor], key: str) -> torch.Tensor:
@@ -66,7 +74,7 @@ def project(layout: AdapterLayout, sd: dict[str, torch.Tensor], embeds: torch.Te
     if layout.projection == "resampler":
         res = layout.resampler
         assert res is not None
-        latents = sd["image_proj.latents"].to(x.dtype).expand(x.shape[0], -1, -1)
+        latents = sd["image_proj.latents"].to(x.dtype).repeat(x.shape[0], 1, 1)
         feats = _linear(x, sd, "image_proj.proj_in")
         for i in range(res.depth):
             latents = _perceiver(feats, latents, sd, f"image_proj.layers.{i}.0", res.heads) + latents

@@ -130,6 +130,9 @@ def export(ctx: ExportContext, nid: str, node: dict[str, Any]) -> None:
     composition = float(node["inputs"].get("weightComposition", -1.0))
     if composition >= 0:
         entry["weightComposition"] = composition
+    if node["inputs"].get("middleBlock") is True:
+        ctx.note(nid, node, "middleBlock is a node option with no API field; the request leaves the UNet's middle "
+                            "block without adapter, as cubiq's IPAdapter_plus does")
     ctx.req.setdefault("ipAdapters", []).insert(0, entry)  # traced from the sampler back: last adapter first
 
 
