@@ -302,6 +302,10 @@ def build_bisenet(dest: Path, widths: dict | None = None, seed: int = 3401) -> N
             sd[key] = 0.1 * torch.randn(shape, generator=gen)
         else:  # convolutions: fan-in scaled so 20 layers neither vanish nor explode
             sd[key] = torch.randn(shape, generator=gen) * math.sqrt(2.0 / math.prod(shape[1:]))
+            if key == "conv_out.conv_out.weight":
+                # zero-mean class rows: after ReLU every feature is positive, so otherwise one class wins almost
+                # everywhere; centred, the labels follow the picture and mix whitened and kept classes
+                sd[key] = 4 * (sd[key] - sd[key].mean(dim=1, keepdim=True))
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
     os.close(fd)
@@ -319,10 +323,10 @@ FILES = {
     "scrfd_noface": ("insightface/models/tiny", f"tiny_scrfd_noface_{VERSION}.onnx", lambda d: build_scrfd(d, False)),
     "arcface": ("insightface/models/tiny", f"tiny_arcface_{VERSION}.onnx", build_recognizer),
     "eva": ("clip_vision", f"tiny_eva02_clip_l_{VERSION}.pt", build_eva),
-    "bisenet": ("pulid", f"tiny_parsing_bisenet_{VERSION}.safetensors", build_bisenet),
+    "bisenet": ("pulid", "tiny_parsing_bisenet_v2.safetensors", build_bisenet),
 }
 # built on demand only (facexlib's full widths: 50 MB)
-FACEXLIB_BISENET = ("pulid", f"tiny_parsing_bisenet_facexlib_widths_{VERSION}.safetensors")
+FACEXLIB_BISENET = ("pulid", "tiny_parsing_bisenet_facexlib_widths_v2.safetensors")
 
 
 def ensure_facexlib_bisenet(root: Path | None = None) -> Path:
