@@ -272,3 +272,54 @@ def test_a_dropped_request_file_opens_as_its_graph(ui):
     ui.page.wait_for_function("() => window.app.graph._nodes.some(n => n.type === 'ImageInferenceOutput')",
                               timeout=20_000)
     assert ui.prompt() == json.loads((ROOT / "workflows" / "api" / "txt2img.json").read_text())
+
+
+def with_photo(value, old, new):
+    """`value` (a workflow, request or prompt) with the image string `old` replaced by `new` wherever it stands."""
+    return json.loads(json.dumps(value).replace(json.dumps(old)[1:-1], json.dumps(new)[1:-1]))
+
+
+def test_a_2_mb_workflow_with_a_photo_opens_and_shows_its_request(ui):
+    """A user's grown graph: the img2img workflow holding a 1024 px PNG photo, plus many notes; 2 MB or more.
+    Both the canvas and the request dialog (whose export route must read the whole body) handle it."""
+    from imageinference.testing.photos import as_base64, large_workflow, photo
+
+    request = json.loads((ROOT / "workflows" / "requests" / "img2img.json").read_text())
+    big_photo = as_base64(photo(1024, seed=21), "PNG")
+    workflow = with_photo(json.loads((ROOT / "workflows" / "img2img.json").read_text()),
+                          request["inputs"]["seedImage"], big_photo)
+    workflow = large_workflow(2_000_000 + len(big_photo), base=workflow)
+    text = json.dumps(workflow)
+    assert len(text) > 2_000_000 and len(big_photo) > 1_000_000
+    ui.load(EMPTY)
+    drop_file(ui, "grown-graph.json", text)
+    ui.page.wait_for_function(f"() => window.app.graph._nodes.length === {len(workflow['nodes'])}", timeout=60_000)
+    assert not ui.graph_problems()
+    ui.page.mouse.click(28, 65)
+    ui.page.get_by_text("Extensions", exact=True).first.hover()
+    ui.page.get_by_text("imageInference", exact=True).first.hover()
+    ui.page.get_by_text("Show imageInference request", exact=True).first.click()
+    dialog = ui.page.locator("#imageinference-request-dialog")
+    dialog.wait_for(timeout=60_000)
+    shown = json.loads(dialog.locator("textarea").input_value())
+    from imageinference.contract.validate import validate_task
+
+    assert shown == validate_task(with_photo(request, request["inputs"]["seedImage"], big_photo)).to_json()
+    dialog.get_by_text("Close", exact=True).click()
+
+
+def test_a_dropped_request_file_with_a_photo_opens_as_its_graph(ui):
+    """A 2.5 MB request file (a 1024 px PNG photo inline): the compile route reads the whole body."""
+    from imageinference.testing.photos import as_data_uri, photo
+
+    request = json.loads((ROOT / "workflows" / "requests" / "img2img.json").read_text())
+    big_photo = as_data_uri(photo(1024, seed=22), "PNG")
+    text = json.dumps(with_photo(request, request["inputs"]["seedImage"], big_photo))
+    assert len(text) > 2_000_000
+    ui.load(EMPTY)
+    drop_file(ui, "photo-request.json", text)
+    ui.page.wait_for_function("() => window.app.graph._nodes.some(n => n.type === 'ImageInferenceSampler')",
+                              timeout=60_000)
+    expected = with_photo(json.loads((ROOT / "workflows" / "api" / "img2img.json").read_text()),
+                          request["inputs"]["seedImage"], big_photo)
+    assert ui.prompt() == expected
