@@ -8,7 +8,9 @@
    200 concurrent /prompt posts of the compiled prompts, answered by /ws messages.
 
 Runs a local ComfyUI (CPU) with the tiny random-weight SD1.5: `python benchmarks/endpoint.py [--pairs N]
-[--burst N]`. Heavy: run it under the shared lock on shared machines.
+[--burst N]`; results in benchmarks/results/endpoint.json. Heavy: run it under the shared lock on shared machines.
+The bursts answered by pushes on both sides (the endpoint's WebSocket against /prompt's /ws), on SQLite and on
+Redis, one and two instances, are in benchmarks/scale_out.py.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from common import write_results
 
 from imageinference.server.client import image_task
 from imageinference.server.config import BASE_PATH
@@ -100,10 +103,12 @@ async def burst_endpoint(session: aiohttp.ClientSession, url: str, n: int) -> fl
     await asyncio.gather(*(post(t) for t in tasks))
     pending = {t["taskUUID"] for t in tasks}
     while pending:
-        polls = [{"taskType": "getResponse", "taskUUID": u} for u in pending]
-        async with session.post(url + BASE_PATH, json=polls) as resp:
-            body = await resp.json()
-        pending -= {i["taskUUID"] for i in body.get("data", []) if i.get("status") == "success"}
+        ordered = sorted(pending)
+        for i in range(0, len(ordered), 200):  # IMAGEINFERENCE_MAX_TASKS_PER_REQUEST is 256
+            polls = [{"taskType": "getResponse", "taskUUID": u} for u in ordered[i:i + 200]]
+            async with session.post(url + BASE_PATH, json=polls) as resp:
+                body = await resp.json()
+            pending -= {i["taskUUID"] for i in body.get("data", []) if i.get("status") == "success"}
         if pending:
             await asyncio.sleep(0.1)
     return time.perf_counter() - t0
@@ -116,7 +121,8 @@ async def burst_core(comfy: Comfy, n: int) -> float:
     return max(ends) - t0
 
 
-async def main_async(url: str, pairs: int, burst: int, uncached: int) -> None:
+async def main_async(url: str, pairs: int, burst: int, uncached: int) -> dict[str, float]:
+    figures: dict[str, float] = {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as session:
         comfy = Comfy(session, url)
         listener = asyncio.create_task(comfy.listen())
@@ -127,19 +133,26 @@ async def main_async(url: str, pairs: int, burst: int, uncached: int) -> None:
         print(f"  endpoint sync POST      median {mo * 1000:8.1f} ms   (min {min(ours) * 1000:.1f})")
         print(f"  /prompt + /ws success   median {mc * 1000:8.1f} ms   (min {min(core) * 1000:.1f})")
         print(f"  added by the endpoint   {(mo - mc) * 1000:+.1f} ms  (ratio {mo / mc:.2f})")
+        figures.update({"cached.endpoint_ms": round(mo * 1000, 1), "cached.core_ms": round(mc * 1000, 1),
+                        "cached.added_ms": round((mo - mc) * 1000, 1), "cached.ratio": round(mo / mc, 2)})
         ours, core = await latency(session, url, comfy, uncached, cached=False)
         mo, mc = statistics.median(ours), statistics.median(core)
         print(f"latency, {uncached} alternating pairs (new seeds: sampling runs, 1 step):")
         print(f"  endpoint sync POST      median {mo * 1000:8.1f} ms")
         print(f"  /prompt + /ws success   median {mc * 1000:8.1f} ms")
         print(f"  added by the endpoint   {(mo - mc) * 1000:+.1f} ms  (ratio {mo / mc:.2f})")
+        figures.update({"uncached.endpoint_ms": round(mo * 1000, 1), "uncached.core_ms": round(mc * 1000, 1),
+                        "uncached.ratio": round(mo / mc, 2)})
         te = await burst_endpoint(session, url, burst)
         tc = await burst_core(comfy, burst)
         print(f"burst of {burst} tasks:")
         print(f"  endpoint (async + getResponse)   {te:7.1f} s   {burst / te:6.1f} tasks/s")
         print(f"  /prompt + /ws                    {tc:7.1f} s   {burst / tc:6.1f} tasks/s")
         print(f"  endpoint / core time ratio       {te / tc:.2f}")
+        figures.update({"burst_poll.endpoint_tasks_per_s": round(burst / te, 1),
+                        "burst_poll.core_tasks_per_s": round(burst / tc, 1), "burst_poll.ratio": round(te / tc, 2)})
         listener.cancel()
+    return figures
 
 
 def main() -> None:
@@ -153,7 +166,11 @@ def main() -> None:
     root = ensure_tiny_models(["sd15"])
     with tempfile.TemporaryDirectory(prefix="imageinference-bench-") as tmp, \
             endpoint_server(Path(tmp), root) as server:
-        asyncio.run(main_async(server.url, args.pairs, args.burst, args.uncached))
+        figures = asyncio.run(main_async(server.url, args.pairs, args.burst, args.uncached))
+    write_results("endpoint", figures, notes=(
+        f"tiny SD1.5, 128 px, 1 step, CPU; {args.pairs} cached pairs, {args.uncached} uncached pairs (medians); "
+        f"a burst of {args.burst} async tasks answered by getResponse polls every 0.1 s against {args.burst} "
+        "/prompt posts answered on /ws"))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
 """Running `imageInference` tasks: from queued prompts to stored, delivered results. Pure.
 
-The engine (comfy_engine.py on ComfyUI) queues prompts; ComfyUI's own messages come back through
-`on_message` (`progress`, `executed`, `execution_success`, `execution_error`, `execution_interrupted`). Each
-finished prompt is one result of its task: it is PUT to `uploadEndpoint` when there is one, written to the store,
-pushed to the WebSocket session of a sync task, and queued for the webhook. When the last result is in, the task
-is finished and a waiting REST request is answered.
+`PartRunner` runs results' prompts on this ComfyUI: the engine (comfy_engine.py) queues them, ComfyUI's own
+messages come back through `on_message` (`progress`, `executed`, `execution_success`, `execution_error`,
+`execution_interrupted`), and each finished prompt becomes one result record (PUT to `uploadEndpoint` first when
+there is one). What happens to a result record depends on the backend:
+
+- `TaskTracker` (one ComfyUI, SQLite): the task's prompts are queued here when it is accepted; each result is
+  written to the store, pushed to the WebSocket session of a sync task and queued for the webhook; when the last
+  result is in, the task is finished and a waiting REST request is answered.
+- `FleetTracker` (fleet.py: many ComfyUI instances, Redis): results travel through Redis to the instance that
+  accepted the task.
 """
 
 from __future__ import annotations
@@ -45,11 +50,13 @@ class Part:
     task_uuid: str
     index: int
     prompt_id: str
+    record: TaskRecord | None = None  # the task this result belongs to (its request, upload target)
     progress: float = 0.0
     response: str | None = None
     done: bool = False
     missing: int = 0  # housekeeping sweeps that did not find the prompt in ComfyUI's queue
     download: float | None = None  # a model fetched on the request path (IMAGEINFERENCE_AUTO_PULL): its share
+    ticket: Any = None  # the backend's handle on this piece of work (fleet: its queue entry)
 
     def fraction(self) -> float:
         """Done: 1. A result that had to fetch a model counts the download as the first half of its way."""
@@ -70,13 +77,17 @@ class Outcome:
 @dataclass
 class Running:
     record: TaskRecord
-    plan: Plan
     parts: list[Part]
     results: dict[int, ResultRecord] = field(default_factory=dict)
     waiter: asyncio.Future[Outcome] | None = None
+    kinds: dict[int, str] = field(default_factory=dict)  # results being recorded or recorded, by index
 
     def outcome(self) -> Outcome:
         return outcome_of(self.record, [self.results[i] for i in sorted(self.results)])
+
+    @property
+    def complete(self) -> bool:
+        return len(self.results) >= max(1, self.record.expected)
 
 
 def outcome_of(record: TaskRecord, results: list[ResultRecord]) -> Outcome:
@@ -87,33 +98,30 @@ def outcome_of(record: TaskRecord, results: list[ResultRecord]) -> Outcome:
     return out
 
 
-class TaskTracker:
-    def __init__(self, runner: StoreRunner, engine: Engine, sessions: SessionRegistry, webhooks: WebhookWorker,
-                 images: ImageStore, base_url: Callable[[], str], config: EndpointConfig):
-        self.runner, self.engine, self.sessions, self.webhooks = runner, engine, sessions, webhooks
-        self.images, self.base_url, self.config = images, base_url, config
-        self.running: dict[str, Running] = {}
+def progress_percent(fractions: list[float], expected: int) -> int:
+    """getResponse's progress: the mean share over a task's results, rounded down, at most 99 while processing."""
+    return min(99, int(100 * sum(fractions) / max(1, expected)))
+
+
+class PartRunner:
+    """Runs results' prompts on this ComfyUI and turns ComfyUI's messages about them into result records."""
+
+    def __init__(self, engine: Engine, images: ImageStore, base_url: Callable[[], str], config: EndpointConfig):
+        self.engine, self.images, self.base_url, self.config = engine, images, base_url, config
         self.by_prompt: dict[str, Part] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    # ------------------------------------------------------------------ start
-    async def start(self, record: TaskRecord, plan: Plan, wait: bool) -> Running:
-        """Queue every result's prompt of a task already written to the store."""
-        loop = asyncio.get_running_loop()
-        parts = [Part(record.task_uuid, i, str(uuid.uuid4())) for i in range(len(plan.prompts))]
-        running = Running(record, plan, parts, waiter=loop.create_future() if wait else None)
-        self.running[record.task_uuid] = running
-        for part, prompt in zip(parts, plan.prompts, strict=True):
-            self.by_prompt[part.prompt_id] = part
-            try:
-                rejection = await self.engine.submit(part.prompt_id, prompt)
-            except Exception as exc:  # the task is in the store: it must end, with an error
-                log.exception("queueing a prompt of %s failed", record.task_uuid)
-                rejection = ({"message": f"{type(exc).__name__}: {exc}"}, {})
-            if rejection is not None:
-                errors = errors_from_rejection(rejection[0], rejection[1], record.task_uuid)
-                self._spawn(self._finish_part(part, None, errors))
-        return running
+    async def run_part(self, part: Part, prompt: dict[str, Any]) -> None:
+        """Queue one result's prompt; a prompt ComfyUI refuses ends the result with the refusal."""
+        self.by_prompt[part.prompt_id] = part
+        try:
+            rejection = await self.engine.submit(part.prompt_id, prompt)
+        except Exception as exc:  # the task is in the store: it must end, with an error
+            log.exception("queueing a prompt of %s failed", part.task_uuid)
+            rejection = ({"message": f"{type(exc).__name__}: {exc}"}, {})
+        if rejection is not None:
+            errors = errors_from_rejection(rejection[0], rejection[1], part.task_uuid)
+            self._spawn(self._finish_part(part, None, errors))
 
     def reap(self, active_prompt_ids: set[str]) -> int:
         """End, with an error, results whose prompt left ComfyUI's queue without a word (the queue was cleared,
@@ -131,13 +139,6 @@ class TaskTracker:
                     None, part.task_uuid)]))
         return ended
 
-    def progress(self, task_uuid: str) -> int | None:
-        running = self.running.get(task_uuid)
-        if running is None:
-            return None
-        total = sum(p.fraction() for p in running.parts)
-        return min(99, int(100 * total / max(1, len(running.parts))))
-
     # ------------------------------------------------------------------ ComfyUI's messages
     def on_message(self, event: str, data: Any) -> None:
         if not isinstance(data, dict):
@@ -149,10 +150,12 @@ class TaskTracker:
             value, top = data.get("value"), data.get("max")
             if isinstance(value, (int, float)) and isinstance(top, (int, float)) and top > 0:
                 part.progress = max(part.progress, min(1.0, value / top))
+                self.progressed(part)
         elif event == DOWNLOAD_EVENT:
             value, top = data.get("value"), data.get("max")
             if isinstance(value, (int, float)) and isinstance(top, (int, float)) and top > 0:
                 part.download = max(part.download or 0.0, min(1.0, value / top))
+                self.progressed(part)
         elif event == "executed" and str(data.get("node")) == NODE["output"]:
             output = data.get("output") or {}
             response = output.get("response") if isinstance(output, dict) else None
@@ -162,6 +165,9 @@ class TaskTracker:
             self._spawn(self._finish_part(part, part.response, []))
         elif event in ("execution_error", "execution_interrupted"):
             self._spawn(self._finish_part(part, None, errors_from_execution(data, part.task_uuid)))
+
+    def progressed(self, part: Part) -> None:
+        """A result moved on (the fleet shares it through Redis; one ComfyUI reads it from memory)."""
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)
@@ -174,7 +180,7 @@ class TaskTracker:
             return
         part.done = True
         self.by_prompt.pop(part.prompt_id, None)
-        running = self.running[part.task_uuid]
+        request = (part.record.request if part.record else None) or {}
         kind, body = "error", {}
         warnings: list[dict[str, Any]] = []
         try:
@@ -182,8 +188,8 @@ class TaskTracker:
                 errors = [ApiError("inferenceError", "the graph finished without a response", "", "", None,
                                    part.task_uuid)]
             if not errors and response is not None:
-                item, warnings = result_item(response, running.plan.canonical, self.base_url())
-                problem = await self._upload(running, item)
+                item, warnings = result_item(response, request, self.base_url())
+                problem = await self._upload(part.record.upload_endpoint if part.record else None, item)
                 if problem:
                     errors = [ApiError("uploadFailed", f"the image {item.get('imageUUID')} could not be PUT to "
                                        f"uploadEndpoint: {problem}", "uploadEndpoint", "string", None,
@@ -196,11 +202,13 @@ class TaskTracker:
                                part.task_uuid)]
         if kind == "error":
             body = errors[0].to_json() if len(errors) == 1 else merge_errors(errors)
-        await self._record(running, ResultRecord(part.task_uuid, part.index, "data" if kind == "data" else "error",
-                                                 body, time.time(), warnings))
+        await self.deliver(part, ResultRecord(part.task_uuid, part.index, "data" if kind == "data" else "error",
+                                              body, time.time(), warnings))
 
-    async def _upload(self, running: Running, item: dict[str, Any]) -> str | None:
-        target = running.record.upload_endpoint
+    async def deliver(self, part: Part, result: ResultRecord) -> None:
+        raise NotImplementedError
+
+    async def _upload(self, target: str | None, item: dict[str, Any]) -> str | None:
         if not target:
             return None
         path = await asyncio.to_thread(self.images.find, str(item.get("imageUUID", "")))
@@ -212,21 +220,83 @@ class TaskTracker:
         return await send_with_retries("PUT", target, data, MIME[fmt], c.webhook_attempts, c.webhook_backoff_s,
                                        c.webhook_backoff_max_s, c.webhook_timeout_s, c.allow_private_targets)
 
+
+class TaskTracker(PartRunner):
+    """One ComfyUI: tasks are stored in its own store and run on its own queue."""
+
+    def __init__(self, runner: StoreRunner, engine: Engine, sessions: SessionRegistry, webhooks: WebhookWorker,
+                 images: ImageStore, base_url: Callable[[], str], config: EndpointConfig):
+        super().__init__(engine, images, base_url, config)
+        self.runner, self.sessions, self.webhooks = runner, sessions, webhooks
+        self.running: dict[str, Running] = {}
+
+    # ------------------------------------------------------------------ start
+    async def submit(self, record: TaskRecord, plan: Plan, wait: bool) -> Running | None:
+        """Store a new task (QueueFull past the pending-task limit, checked in the same atomic write) and queue its
+        prompts; None when its taskUUID is taken."""
+        limit = self.config.max_pending_tasks
+        if not await self.runner.call(lambda s: s.create_task(record, limit)):
+            return None
+        return await self.start(record, plan, wait)
+
+    async def start(self, record: TaskRecord, plan: Plan, wait: bool) -> Running:
+        """Queue every result's prompt of a task already written to the store."""
+        loop = asyncio.get_running_loop()
+        parts = [Part(record.task_uuid, i, str(uuid.uuid4()), record) for i in range(len(plan.prompts))]
+        running = Running(record, parts, waiter=loop.create_future() if wait else None)
+        self.running[record.task_uuid] = running
+        for part, prompt in zip(parts, plan.prompts, strict=True):
+            await self.run_part(part, prompt)
+        return running
+
+    def progress(self, task_uuid: str) -> int | None:
+        running = self.running.get(task_uuid)
+        if running is None:
+            return None
+        return progress_percent([p.fraction() for p in running.parts], len(running.parts))
+
+    async def progress_of(self, task_uuid: str) -> int:
+        return self.progress(task_uuid) or 0
+
+    async def progress_many(self, task_uuids: list[str]) -> dict[str, int]:
+        return {u: self.progress(u) or 0 for u in task_uuids}
+
+    def refusal(self) -> str | None:
+        return None
+
+    # ------------------------------------------------------------------ one result
+    async def deliver(self, part: Part, result: ResultRecord) -> None:
+        running = self.running.get(part.task_uuid)
+        if running is not None:
+            await self._record(running, result)
+
     async def _record(self, running: Running, result: ResultRecord) -> None:
+        """Store the result, its webhook POST and (with the last result) the task's end in one store call."""
         record = running.record
-        if not await self.runner.call(lambda s: s.add_result(result)):
-            return  # this result was recorded already: the first one is what every client got
-        running.results[result.index] = result
+        if result.index in running.kinds:
+            return  # one result per index: the first one is what every client gets
+        running.kinds[result.index] = result.kind  # before any await: concurrent results each see the others
+        last = len(running.kinds) >= len(running.parts)
+        status: Status = "success" if all(k == "data" for k in running.kinds.values()) else "error"
         frame = result_frame(result.kind, result.body, merge_warnings(record.warnings, result.warnings))
+
+        def write(s: TaskStore) -> bool:
+            if not s.add_result(result):
+                return False  # recorded already: the first one is what every client got
+            if record.webhook_url:
+                s.add_delivery(record.task_uuid, record.webhook_url, frame, result.created)
+            if last:
+                s.finish_task(record.task_uuid, status, time.time())
+            return True
+
+        if not await self.runner.call(write):
+            return
+        running.results[result.index] = result
         if record.webhook_url:
-            url = record.webhook_url
-            await self.runner.call(lambda s: s.add_delivery(record.task_uuid, url, frame, result.created))
             self.webhooks.wake()
         if record.delivery == "sync" and record.session_id:
             await self.sessions.push(record.session_id, frame)
-        if len(running.results) == len(running.parts):
-            status: Status = "success" if all(r.kind == "data" for r in running.results.values()) else "error"
-            await self.runner.call(lambda s: s.finish_task(record.task_uuid, status, time.time()))
+        if last:
             self.running.pop(record.task_uuid, None)
             if running.waiter is not None and not running.waiter.done():
                 running.waiter.set_result(running.outcome())

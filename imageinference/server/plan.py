@@ -74,6 +74,13 @@ def part_prompt(prompt: dict[str, Any], canonical: dict[str, Any], seed: int) ->
     return part
 
 
+def with_seed(part: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Another result's prompt from a result's prompt (`part_prompt`): the same graph with its own seed."""
+    other = copy.deepcopy(part)
+    other[NODE["sampler"]]["inputs"]["seed"] = seed
+    return other
+
+
 def result_item(response_text: str, canonical: dict[str, Any], base_url: str) -> tuple[dict[str, Any], list[Any]]:
     """(the result item, warnings) from the Output node's response JSON; `imageURL` points at this endpoint."""
     response = json.loads(response_text)

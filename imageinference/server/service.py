@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..contract.errors import ApiError, ContractError
 from ..contract.response import AsyncAck
@@ -22,16 +22,33 @@ from ..engines.models.catalog import Catalog, CatalogError
 from .auth import auth_error, check_authentication_task
 from .config import EndpointConfig
 from .delivery import DeliveryError, check_target
-from .lifecycle import Outcome, TaskTracker, outcome_of
-from .plan import plan_task
+from .lifecycle import Outcome, Running, outcome_of
+from .plan import Plan, plan_task
 from .protocol import check_task_shape, echo, identity, merge_warnings, require_uuid, task_error
 from .search import model_search
 from .sessions import TooManySessions
-from .store import QueueFull, ResultRecord, StoreRunner, TaskRecord
+from .store import QueueFull, ResultRecord, Snapshot, StoreRunner, StoreUnavailable, TaskRecord
 from .uploads import upload_image
 
 Json = dict[str, Any]
 log = logging.getLogger("imageinference.server")
+
+
+class Tracker(Protocol):
+    """Where accepted imageInference tasks go: this ComfyUI's queue (lifecycle.TaskTracker) or the fleet's
+    (fleet.FleetTracker)."""
+
+    async def submit(self, record: TaskRecord, plan: Plan, wait: bool) -> Running | None:
+        """Store and queue a task: None when its taskUUID is taken, QueueFull past the pending-task limit."""
+        ...
+
+    async def progress_of(self, task_uuid: str) -> int: ...
+
+    async def progress_many(self, task_uuids: list[str]) -> dict[str, int]: ...
+
+    def refusal(self) -> str | None:
+        """Why this instance takes no tasks now, or None."""
+        ...
 
 
 @dataclass
@@ -66,7 +83,7 @@ class Answer:
 
 
 class TaskService:
-    def __init__(self, runner: StoreRunner, tracker: TaskTracker, config: EndpointConfig, images: ImageStore,
+    def __init__(self, runner: StoreRunner, tracker: Tracker, config: EndpointConfig, images: ImageStore,
                  base_url: Callable[[], str], load_catalog: Callable[[], Catalog] = Catalog.load,
                  limits: Callable[[], Limits] = Limits.from_env):
         self.runner, self.tracker, self.config, self.images = runner, tracker, config, images
@@ -74,10 +91,14 @@ class TaskService:
 
     async def handle_batch(self, tasks: list[Any], caller: Caller) -> list[Slot]:
         slots = []
+        try:
+            polled = await self._poll_all(tasks)
+        except StoreUnavailable:
+            polled = {}  # each getResponse then meets the outage itself, and says so
         for raw in tasks:
             try:
-                slots.append(await self._one(raw, caller))
-            except TooManySessions as exc:
+                slots.append(await self._one(raw, caller, polled))
+            except (TooManySessions, StoreUnavailable) as exc:
                 slots.append(Slot(errors=[task_error(raw, "serviceUnavailable", f"{exc}; try again later")
                                           .to_json()]))
             except Exception as exc:  # never a 500: an unexpected failure is this task's error
@@ -107,7 +128,22 @@ class TaskService:
         return answer
 
     # ------------------------------------------------------------------ dispatch
-    async def _one(self, raw: Any, caller: Caller) -> Slot:
+    async def _poll_all(self, tasks: list[Any]) -> dict[str, tuple[int, Snapshot]]:
+        """The state of every task a batch polls, read at once (a client polling many tasks makes one store call,
+        not one per task): progress first, then each task with its results as stored at one moment. A task the
+        batch also creates or uploads is left to its own turn."""
+        polled = [str(t["taskUUID"]).lower() for t in tasks if isinstance(t, dict) and t.get("taskType") == "getResponse"
+                  and require_uuid(t) is None]
+        others = {str(t.get("taskUUID", "")).lower() for t in tasks if isinstance(t, dict)
+                  and t.get("taskType") != "getResponse"}
+        wanted = sorted(set(polled) - others)
+        if len(wanted) < 2:
+            return {}
+        progress = await self.tracker.progress_many(wanted)
+        snapshots = await self.runner.call(lambda s: s.snapshots(wanted))
+        return {u: (progress.get(u, 0), snapshots[u]) for u in wanted}
+
+    async def _one(self, raw: Any, caller: Caller, polled: dict[str, tuple[int, Snapshot]] | None = None) -> Slot:
         shape = check_task_shape(raw)
         if shape is not None:
             return Slot(errors=[shape.to_json()])
@@ -123,6 +159,9 @@ class TaskService:
             return Slot(data=[item] if item else [])
         if not caller.authenticated:
             return Slot(errors=[_as_task(auth_error(raw, caller.given_key), raw).to_json()])
+        refusal = self.tracker.refusal()
+        if refusal is not None:  # this instance cannot serve tasks (a fleet instance set up unlike the others)
+            return Slot(errors=[task_error(raw, "serviceUnavailable", refusal).to_json()])
         if task_type != "modelSearch":
             bad = require_uuid(raw)
             if bad is not None:
@@ -130,7 +169,7 @@ class TaskService:
         if task_type == "imageInference":
             return await self._image_inference(raw, caller)
         if task_type == "getResponse":
-            return await self._get_response(raw)
+            return await self._get_response(raw, (polled or {}).get(str(raw["taskUUID"]).lower()))
         if task_type == "imageUpload":
             return await self._image_upload(raw)
         return await self._model_search(raw)
@@ -138,7 +177,10 @@ class TaskService:
     # ------------------------------------------------------------------ imageInference
     async def _image_inference(self, raw: Json, caller: Caller) -> Slot:
         try:
-            plan = await asyncio.get_running_loop().run_in_executor(None, plan_task, raw)
+            # a few tenths of a millisecond for a request of ordinary size: a thread only for large ones (inline
+            # images), whose copying and encoding would hold the event loop
+            plan = plan_task(raw) if small(raw) else await asyncio.get_running_loop().run_in_executor(
+                None, plan_task, raw)
         except ContractError as exc:
             return Slot(errors=[e.to_json() for e in exc.errors])
         refused = await self._check_targets(raw, {"webhookURL": plan.webhook_url,
@@ -154,16 +196,16 @@ class TaskService:
         now = time.time()
         record = TaskRecord(plan.task_uuid, "imageInference", "processing", plan.delivery, len(plan.prompts),
                             plan.webhook_url, plan.upload_endpoint, session, request, now, now, plan.warnings)
-        limit = self.config.max_pending_tasks
+        wait = plan.delivery == "sync" and caller.transport == "rest"
         try:
-            # the limit is checked by the store in the same atomic step as the insertion
-            if not await self.runner.call(lambda s: s.create_task(record, limit)):
-                return Slot(errors=[_conflict(raw).to_json()])
+            # the pending-task limit is checked by the store in the same atomic step as the insertion
+            running = await self.tracker.submit(record, plan, wait)
         except QueueFull as full:
             return Slot(errors=[task_error(raw, "queueFull", f"{full.unfinished} tasks are unfinished; the limit is "
-                                           f"{limit} (IMAGEINFERENCE_MAX_PENDING_TASKS); try again later").to_json()])
-        wait = plan.delivery == "sync" and caller.transport == "rest"
-        running = await self.tracker.start(record, plan, wait)
+                                           f"{full.limit} (IMAGEINFERENCE_MAX_PENDING_TASKS); try again later")
+                                .to_json()])
+        if running is None:
+            return Slot(errors=[_conflict(raw).to_json()])
         if plan.delivery == "async":
             return Slot(data=[AsyncAck(taskUUID=plan.task_uuid).model_dump()], warnings=list(plan.warnings))
         return Slot(waiter=running.waiter, task_uuid=plan.task_uuid, warnings=list(plan.warnings))
@@ -182,13 +224,16 @@ class TaskService:
         return errors
 
     # ------------------------------------------------------------------ getResponse
-    async def _get_response(self, raw: Json) -> Slot:
+    async def _get_response(self, raw: Json, polled: tuple[int, Snapshot] | None = None) -> Slot:
         task_uuid = str(raw["taskUUID"]).lower()
         # Progress first, then the task and its results in one store call: a task that finishes meanwhile answers
         # either processing with the progress it had (never 0 after 99: the tracker forgets a task only after its
         # end is stored) or finished; its results always match its status as stored at one moment.
-        progress = self.tracker.progress(task_uuid) or 0
-        record, results = await self.runner.call(lambda s: s.snapshot(task_uuid))
+        if polled is not None:
+            progress, (record, results) = polled
+        else:
+            progress = await self.tracker.progress_of(task_uuid)
+            record, results = await self.runner.call(lambda s: s.snapshot(task_uuid))
         if record is None:
             return Slot(errors=[task_error(raw, "taskNotFound", f"no task {task_uuid} is known here (finished "
                                            "tasks are kept for IMAGEINFERENCE_TASK_RETENTION_HOURS)",
@@ -224,6 +269,22 @@ class TaskService:
                                            [:500]).to_json()])
         item, errors = model_search(raw, catalog)
         return Slot(data=[item]) if item is not None else Slot(errors=[e.to_json() for e in errors])
+
+
+def small(value: Any, budget: int = 64 * 1024) -> bool:
+    """Whether a task's strings add up to less than `budget` characters (checked without serialising it)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            budget -= len(item)
+            if budget < 0:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 def _conflict(raw: Any) -> ApiError:

@@ -97,7 +97,8 @@ class SqliteTaskStore:
             with self._lock:
                 inserted = self._db.execute(sql, values).rowcount
                 if not inserted:
-                    raise QueueFull(int(self._db.execute(f"SELECT COUNT(*) FROM tasks WHERE {_OPEN}").fetchone()[0]))
+                    count = int(self._db.execute(f"SELECT COUNT(*) FROM tasks WHERE {_OPEN}").fetchone()[0])
+                    raise QueueFull(count, int(max_unfinished or 0))
         except sqlite3.IntegrityError:
             return False
         return True
@@ -136,6 +137,9 @@ class SqliteTaskStore:
         return int(self._all(f"SELECT COUNT(*) FROM tasks WHERE {_OPEN}")[0][0])
 
     # ------------------------------------------------------------------ results
+    def snapshots(self, task_uuids: list[str]) -> dict[str, tuple[TaskRecord | None, list[ResultRecord]]]:
+        return {u: self.snapshot(u) for u in task_uuids}
+
     def add_result(self, result: ResultRecord) -> bool:
         with self._lock:
             added = self._db.execute(f"INSERT OR IGNORE INTO results ({_RESULT_COLUMNS}) VALUES (?,?,?,?,?,?)", (

@@ -61,11 +61,18 @@ class DeliveryRecord:
 
 
 class QueueFull(Exception):
-    """The store holds `unfinished` imageInference tasks already: the pending-task limit is reached."""
+    """The store holds `unfinished` imageInference tasks already: the pending-task limit (`limit`) is reached."""
 
-    def __init__(self, unfinished: int):
-        super().__init__(f"{unfinished} unfinished tasks")
-        self.unfinished = unfinished
+    def __init__(self, unfinished: int, limit: int):
+        super().__init__(f"{unfinished} unfinished tasks (limit {limit})")
+        self.unfinished, self.limit = unfinished, limit
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached now (a shared store's server is down or too slow): nothing was written."""
+
+
+Snapshot = tuple["TaskRecord | None", list["ResultRecord"]]
 
 
 class TaskStore(Protocol):
@@ -79,6 +86,10 @@ class TaskStore(Protocol):
 
     def snapshot(self, task_uuid: str) -> tuple[TaskRecord | None, list[ResultRecord]]:
         """The task and its results as stored at one moment."""
+        ...
+
+    def snapshots(self, task_uuids: list[str]) -> dict[str, tuple[TaskRecord | None, list[ResultRecord]]]:
+        """`snapshot` of each task, in one call."""
         ...
 
     def add_result(self, result: ResultRecord) -> bool:
@@ -110,14 +121,19 @@ class TaskStore(Protocol):
 
 
 class StoreRunner:
-    """Runs store calls on one worker thread, in order, so the event loop never waits on the disk."""
+    """Runs store calls on worker threads (one for SQLite: in order), so the event loop never waits on the disk or
+    the network."""
 
-    def __init__(self, store: TaskStore):
+    def __init__(self, store: TaskStore, threads: int = 1):
         self.store = store
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imageinference-store")
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="imageinference-store")
 
     async def call(self, fn: Callable[[TaskStore], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, self.store)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Any blocking call on the store's threads (a backend's own methods)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
