@@ -3,9 +3,9 @@
 The adapters are applied once (encoding the guide images is not sampling); then the three models sample in
 alternation, same seed and steps, with CFG (the adapters attend for the conditional and the unconditional rows),
 and the medians are printed side by side with their ratios. Optional: the same on the tiny FLUX (no CFG).
-Not a test; a figure. Needs ComfyUI (COMFYUI_PATH).
+Not a test; a figure. Needs ComfyUI (COMFYUI_PATH). Writes benchmarks/results/ip_adapter.json.
 
-    flock /tmp/imageinference-heavy.lock ~/.cache/imageinference-nodes/venv/bin/python benchmarks/ip_adapter.py [runs] [--flux]
+    flock /tmp/heavy.lock ~/.cache/imageinference-nodes/venv/bin/python benchmarks/ip_adapter.py [runs] [--flux]
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import write_results
 
 
 def _setup():
@@ -52,7 +54,7 @@ def _time(models: dict, sample, runs: int) -> dict[str, float]:
     return {name: statistics.median(v) for name, v in times.items()}
 
 
-def _report(label: str, med: dict[str, float], runs: int, extra: dict) -> None:
+def _report(label: str, med: dict[str, float], runs: int, extra: dict, figures: dict, details: dict) -> None:
     base = med["none"]
     row = {"benchmark": f"ip_adapter_{label}", "runs": runs, **extra,
            **{f"{k}_median_s": round(v, 3) for k, v in med.items()},
@@ -60,6 +62,8 @@ def _report(label: str, med: dict[str, float], runs: int, extra: dict) -> None:
     print(f"{label}: sampling median of {runs}: " + ", ".join(
         f"{k} {v:.3f} s" + ("" if k == "none" else f" (x{v / base:.2f})") for k, v in med.items()))
     print(json.dumps(row))
+    figures.update({f"{label}_{k}": v for k, v in row.items() if k.endswith("_s") or k.startswith("ratio_")})
+    details[label] = row
 
 
 def main(runs: int = 5, flux: bool = False, size: int = 128, steps: int = 8) -> None:
@@ -73,6 +77,8 @@ def main(runs: int = 5, flux: bool = False, size: int = 128, steps: int = 8) -> 
     from imageinference.engines.models.catalog import Catalog
 
     catalog = Catalog.load()
+    figures: dict = {}
+    details: dict = {}
     g = torch.Generator().manual_seed(0)
     guides = [torch.rand(1, 224, 224, 3, generator=g), torch.rand(1, 224, 224, 3, generator=g)]
     model, clip, _vae = AIRModelLoader.execute("bench:sd15@1").result
@@ -88,8 +94,10 @@ def main(runs: int = 5, flux: bool = False, size: int = 128, steps: int = 8) -> 
                                    disable_pbar=True)
 
     _report("sd15", _time({"none": model, "one": one, "two": two}, sample_sd, runs), runs,
-            {"size": size, "steps": steps, "cfg": 6.0, "adapters": "plain (4 tokens) + plus (16 tokens)"})
+            {"size": size, "steps": steps, "cfg": 6.0, "adapters": "plain (4 tokens) + plus (16 tokens)"}, figures,
+            details)
     if not flux:
+        write_results("ip_adapter", figures, details)
         return
     import comfy.sd
 
@@ -108,7 +116,8 @@ def main(runs: int = 5, flux: bool = False, size: int = 128, steps: int = 8) -> 
         return comfy.sample.sample(m, noise, 4, 1.0, "euler", "simple", cond, cond, latent, seed=7, disable_pbar=True)
 
     _report("flux", _time({"none": fmodel, "one": fone, "two": ftwo}, sample_flux, runs), runs,
-            {"size": size, "steps": 4, "cfg": 1.0, "adapters": "XLabs layout, 1 double block"})
+            {"size": size, "steps": 4, "cfg": 1.0, "adapters": "XLabs layout, 1 double block"}, figures, details)
+    write_results("ip_adapter", figures, details)
 
 
 if __name__ == "__main__":
