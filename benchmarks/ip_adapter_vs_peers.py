@@ -36,6 +36,8 @@ def sd_cases(base: str) -> list:
         *((name, Setting(weight=0.6, embed_scaling=e)) for name in ("plain", "plus") for e in SCALINGS),
         *((name, Setting(combine=m, images=images if name == "plain" else 2)) for name in ("plain", "plus")
           for m in COMBINES),
+        *((name, Setting(embed_scaling="k_mean_v_penalty_c", images=images if name == "plain" else 2))
+          for name in ("plain", "plus")),
         *(("plain", Setting(weight=w)) for w in (0.0, 1.0, -1.0, 2.0)),
         *(("vit-g", Setting(weight=w, embed_scaling="only_v")) for w in (-1.0, 2.0)),
     ]
