@@ -227,12 +227,16 @@ def check(d: dict[str, Any], profile: Profile, model: str) -> tuple[list[Issue],
                                 f"{arch}", ("ipAdapters", i, "model"), "string"))
 
     # Accepted but without effect
-    true_cfg = _num(d.get("trueCFGScale"))
+    # On FLUX the negative prompt acts through real CFG only: the request's trueCFGScale, or PuLID's own true CFG
+    pulid_options = d.get("pulid")
+    pulid_cfg = _num(pulid_options.get("trueCFGScale")) if isinstance(pulid_options, dict) else None
+    true_cfg = max((v for v in (_num(d.get("trueCFGScale")), pulid_cfg) if v is not None),
+                   default=None)
     if (d.get("negativePrompt") is not None and (profile.architecture or "").startswith("flux")
             and (true_cfg is None or true_cfg <= 1)):
         warnings.append(ApiError("ignoredNegativePrompt", "'negativePrompt' acts on FLUX only with 'trueCFGScale' "
-                                 "above 1: FLUX's CFGScale is its distilled guidance, not classifier-free guidance",
-                                 "negativePrompt", "string"))
+                                 "(or 'pulid.trueCFGScale') above 1: FLUX's CFGScale is its distilled guidance, not "
+                                 "classifier-free guidance", "negativePrompt", "string"))
     elif d.get("negativePrompt") is not None and cfg is not None and cfg <= 1:
         warnings.append(ApiError("ignoredNegativePrompt",
                                  f"'negativePrompt' is ignored because CFGScale ({cfg:g}) is at most 1",

@@ -81,10 +81,11 @@ def large_workflow(target_bytes: int = 2_000_000, seed: int = 0, base: dict[str,
     """A frontend workflow of about `target_bytes` of JSON, in the frontend's format (version 0.4): `base` (a real
     workflow, e.g. one of workflows/*.json) grown with the notes a user's graph gathers, each with a long text."""
     rng = np.random.default_rng(seed)
-    workflow = json.loads(json.dumps(base)) if base else {
+    workflow: dict[str, Any] = json.loads(json.dumps(base)) if base else {
         "last_node_id": 0, "last_link_id": 0, "nodes": [], "links": [], "groups": [], "config": {},
         "extra": {"ds": {"scale": 1.0, "offset": [0, 0]}}, "version": 0.4}
-    nid = max([int(n["id"]) for n in workflow["nodes"]] + [0])
+    nodes: list[dict[str, Any]] = workflow["nodes"]
+    nid = max([int(n["id"]) for n in nodes] + [0])
     size = len(json.dumps(workflow))
     while size < target_bytes:
         nid += 1
@@ -92,7 +93,7 @@ def large_workflow(target_bytes: int = 2_000_000, seed: int = 0, base: dict[str,
                 "size": [400, 200], "flags": {}, "order": nid, "mode": 0, "inputs": [], "outputs": [],
                 "properties": {}, "widgets_values": [long_prompt(int(rng.integers(600, 2_500)), seed=nid)],
                 "color": "#432", "bgcolor": "#653"}
-        workflow["nodes"].append(node)
+        nodes.append(node)
         size += len(json.dumps(node)) + 2
     workflow["last_node_id"] = nid
     return workflow

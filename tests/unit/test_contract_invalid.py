@@ -239,6 +239,11 @@ def test_on_flux_the_negative_prompt_needs_true_cfg():
     assert [w.code for w in flux.warnings] == ["ignoredNegativePrompt"]
     assert "trueCFGScale" in flux.warnings[0].message
     assert validate_task(mutate(FLUX, negativePrompt="blurry", trueCFGScale=3)).warnings == []
+    # PuLID's own true CFG runs the negative prompt too; at its scale 1 it runs no negative pass
+    with_pulid = mutate(FLUX, negativePrompt="blurry", pulid={"images": [IMG], "trueCFGScale": 4})
+    assert validate_task(with_pulid).warnings == []
+    with_pulid["pulid"]["trueCFGScale"] = 1
+    assert [w.code for w in validate_task(with_pulid).warnings] == ["ignoredNegativePrompt"]
 
 
 def test_base64_and_data_uri_images_are_accepted():

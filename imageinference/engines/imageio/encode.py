@@ -64,7 +64,8 @@ def encode_fitted(img: Image.Image, fmt: str, quality: int = 95, metadata: dict[
     exif = _exif(metadata, graph)
     while fmt == "JPG" and len(exif) > JPG_EXIF_LIMIT:
         if graph:
-            key = max(graph, key=lambda k: len(json.dumps(graph[k])))
+            sizes = {k: len(json.dumps(v)) for k, v in graph.items()}
+            key = max(sizes, key=sizes.__getitem__)
             graph = {k: v for k, v in graph.items() if k != key}
         elif metadata is not None and "request" in metadata:
             metadata = {k: v for k, v in metadata.items() if k != "request"}
