@@ -91,6 +91,9 @@ class _Tracer(ExportContext):
         inputs = node["inputs"]
         if node["class_type"] == "ImageInferenceLoadImage":
             return str(inputs["image"])
+        if node["class_type"] == "JoinImageWithAlpha" and isinstance(inputs.get("image"), list) and \
+                inputs.get("alpha") == [inputs["image"][0], 1]:  # an image with its own alpha (layerDiffuse's seed)
+            return self.image_string(inputs["image"], role)
         if node["class_type"] == "LoadImage":
             name = str(inputs.get("image", ""))
             data = self.read_image(name) if self.read_image else None

@@ -1,9 +1,10 @@
 """Tiny random-weight LayerDiffuse files in the published key layouts (adapter: needs torch and safetensors).
 
-- `vae/tiny_transparent_vae.pth`: a TransparentVAE state dict saved with torch.save like the published
-  `TransparentVAE.pth`: `encoder.blocks.<0,2,..,16>.{weight,bias}` (the transparency encoder, 9 convolutions)
-  and `decoder.*` (our decoder's keys, which are the published ones), with narrower widths (8..32 instead of
-  32..512) so tests run in a moment. Loaded with weights_only=True like the real file.
+- `vae/tiny_transparent_vae_v2.safetensors`: a TransparentVAE state dict in the published keys (the
+  published `TransparentVAE.pth` converted, as the pack reads it): `encoder.blocks.<0,2,..,16>.{weight,bias}`
+  (the transparency encoder, 9 convolutions) and `decoder.*` (our decoder's keys, which are the published ones),
+  with narrower widths (decoder 8..32 instead of 32..512, encoder 1/8 of 32..256) so tests run in a moment.
+  `transparent_vae_state_dict()` gives the same tensors, e.g. to write the published .pth form.
 - `loras/tiny_layerdiffuse_flux_lora.safetensors`: a rank-4 LoRA in the diffusers/PEFT layout the reference
   demo loads with `load_lora_weights` (`transformer.<diffusers module>.lora_A.weight` / `lora_B.weight`) over
   the attention, projection and MLP linears of every block of the tiny FLUX (shapes read from its file).
@@ -13,9 +14,7 @@ Built into the shared tiny-model cache (`<cache>/vae`, `<cache>/loras`), atomica
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from .tiny_models import TINY, _save, cache_root
@@ -23,7 +22,7 @@ from .tiny_models import TINY, _save, cache_root
 TINY_WIDTHS = (8, 8, 8, 16, 16, 32, 32)
 LATENT_CHANNELS = 16
 ENCODER_WIDTHS = (4, 32, 32, 64, 64, 128, 128, 256, 256)  # the published encoder's input width per conv
-TRANSPARENT_VAE = ("vae", "tiny_transparent_vae.pth")
+TRANSPARENT_VAE = ("vae", "tiny_transparent_vae_v2.safetensors")
 FLUX_LORA = ("loras", "tiny_layerdiffuse_flux_lora.safetensors")
 RANK = 4
 
@@ -47,27 +46,22 @@ def transparent_vae_state_dict(seed: int = 2101) -> dict:
     # an output layer that gives alpha across (0, 1) rather than mostly clipped to 0 or 1
     sd["decoder.conv_out.weight"] = sd["decoder.conv_out.weight"] * 0.25
     sd["decoder.conv_out.bias"] = torch.full((4,), 0.5)
-    # the encoder (image + alpha -> latent offset) in the published layout; the pack does not use it
+    # the encoder (padded colour + alpha -> latent offset) in the published layout
     widths = [w // 8 if i else w for i, w in enumerate(ENCODER_WIDTHS)]
     outs = [*widths[1:], LATENT_CHANNELS]
     for i, (cin, cout) in enumerate(zip(widths, outs, strict=True)):
         sd[f"encoder.blocks.{2 * i}.weight"] = torch.randn(cout, cin, 3, 3, generator=gen) / math.sqrt(cin * 9)
-        sd[f"encoder.blocks.{2 * i}.bias"] = torch.zeros(cout)
+        sd[f"encoder.blocks.{2 * i}.bias"] = torch.randn(cout, generator=gen) * 0.05
+    # the published last layer starts at zero and learns an offset that x 300 is a few posterior deviations
+    last = 2 * (len(widths) - 1)
+    sd[f"encoder.blocks.{last}.weight"] = sd[f"encoder.blocks.{last}.weight"] / 100.0
+    sd[f"encoder.blocks.{last}.bias"] = sd[f"encoder.blocks.{last}.bias"] / 100.0
     return sd
 
 
 def build_transparent_vae(dest: Path) -> None:
-    import torch
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(transparent_vae_state_dict(), tmp)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    _save(transparent_vae_state_dict(), dest, None,
+          {"imageinference": "tiny random-weight LayerDiffuse TransparentVAE (published key layout)"})
 
 
 def flux_lora_targets(flux_file: Path) -> dict[str, tuple[int, int]]:

@@ -38,15 +38,28 @@ def test_both_fields_have_an_engine():
     assert {"layerDiffuse", "watermark"} <= handled_fields()
 
 
-def test_layer_diffuse_compiles_to_the_lora_before_the_sampler_and_the_decode_after_it():
+def test_layer_diffuse_compiles_to_the_lora_before_the_sampler_and_the_transparent_vae_as_its_vae():
     _c, prompt = compile_request(base(layerDiffuse=True, lora=[{"model": "test:lora@1", "weight": 0.5}],
                                       acceleratorOptions={"fbCache": True}))
     assert prompt["90"]["class_type"] == "ImageInferenceLayerDiffuse"
     assert prompt["4"]["inputs"]["model"] == ["90", 0]
     assert prompt["90"]["inputs"]["model"] == ["12", 0]  # after the step cache, which sees no weights
-    assert prompt["91"] == {"class_type": "ImageInferenceTransparentDecode",
-                            "inputs": {"latent": ["4", 2], "vae": ["1", 2], "augment": True}}
-    assert prompt["5"]["inputs"]["images"] == ["91", 0]
+    assert prompt["92"] == {"class_type": "ImageInferenceTransparentVAE", "inputs": {"vae": ["1", 2], "augment": True}}
+    assert prompt["4"]["inputs"]["vae"] == ["92", 0]  # the sampler decodes (and encodes) RGBA itself
+    assert prompt["5"]["inputs"]["images"] == ["4", 0]
+    assert "91" not in prompt and "93" not in prompt  # no separate decode; no seed image
+
+
+def test_a_layer_diffuse_seed_image_reaches_the_sampler_with_its_alpha(catalog):
+    req = base(layerDiffuse=True, inputs={"seedImage": IMG}, strength=0.7, hiresFix=True)
+    _c, prompt = compile_request(req)
+    assert prompt["6"]["class_type"] == "ImageInferenceLoadImage"
+    assert prompt["93"] == {"class_type": "JoinImageWithAlpha", "inputs": {"image": ["6", 0], "alpha": ["6", 1]}}
+    assert prompt["4"]["inputs"]["seedImage"] == ["93", 0] and prompt["4"]["inputs"]["vae"] == ["92", 0]
+    canonical, exported = round_trip(req, catalog)
+    assert exported.request == canonical and exported.not_exportable == []
+    _c, plain = compile_request(base(inputs={"seedImage": IMG}))
+    assert plain["4"]["inputs"]["seedImage"] == ["6", 0]  # without layerDiffuse the seed image is as before
 
 
 def test_watermark_is_the_last_step_before_the_output_and_is_linked_into_it():
@@ -54,7 +67,7 @@ def test_watermark_is_the_last_step_before_the_output_and_is_linked_into_it():
     _c, prompt = compile_request(base(layerDiffuse=True, watermark=wm))
     node = prompt["80"]
     assert node["class_type"] == "ImageInferenceWatermark"
-    assert node["inputs"] == {"images": ["91", 0], "text": "hello", "image": "", "displayPosition": "top-left",
+    assert node["inputs"] == {"images": ["4", 0], "text": "hello", "image": "", "displayPosition": "top-left",
                               "tiled": True, "opacity": 0.4, "fontColor": "#112233", "bgColor": ""}
     assert prompt["5"]["inputs"]["images"] == ["80", 0] and prompt["5"]["inputs"]["watermark"] == ["80", 1]
 
@@ -95,10 +108,10 @@ def test_bad_input_is_a_contract_error_naming_the_parameter(field, value, code, 
 
 def test_export_notes_a_single_pass_decode(catalog):
     _c, prompt = compile_request(base(layerDiffuse=True))
-    prompt["91"]["inputs"]["augment"] = False
+    prompt["92"]["inputs"]["augment"] = False
     exported = export_prompt(prompt, catalog)
     assert exported.request["layerDiffuse"] is True
-    assert any("node 91 (ImageInferenceTransparentDecode)" in n and "augment" in n for n in exported.not_exportable)
+    assert any("node 92 (ImageInferenceTransparentVAE)" in n and "augment" in n for n in exported.not_exportable)
 
 
 def test_shipped_examples_use_both_features():

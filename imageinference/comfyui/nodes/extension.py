@@ -24,12 +24,18 @@ def node_classes() -> list[type[io.ComfyNode]]:
     from .refiner import RefinerNode
     from .scheduler import SchedulerNode
     from .step_cache import DBCacheNode, FBCacheNode, TeaCacheNode
-    from .transparent_decode import LayerDiffuseLoRA, TransparentVAEDecode
+    from .transparent_decode import (
+        LayerDiffuseLoRA,
+        TransparentVAEDecode,
+        TransparentVAEEncode,
+        TransparentVAENode,
+    )
     from .watermark import WatermarkNode
 
     return [AIRModelLoader, LoraStack, PromptNode, ControlNetApply, OutpaintNode, HiresFixNode, ImageInference,
             LoadImageString, ImageInferenceOutput, ExportRequest, SchedulerNode, TeaCacheNode, FBCacheNode, DBCacheNode,
-            FaceDetailer, PuLIDNode, LayerDiffuseLoRA, TransparentVAEDecode, WatermarkNode, GuideImages, IPAdapter,
+            FaceDetailer, PuLIDNode, LayerDiffuseLoRA, TransparentVAEDecode, TransparentVAEEncode, TransparentVAENode,
+            WatermarkNode, GuideImages, IPAdapter,
             Redux, EmbeddingsNode, RefinerNode, DeepCacheNode]
 
 

@@ -1,4 +1,5 @@
-"""LayerDiffuse (`layerDiffuse`): the LayerDiffuse LoRA on the model, and the Transparent VAE Decode of the latent."""
+"""LayerDiffuse (`layerDiffuse`): the LayerDiffuse LoRA on the model; the transparent VAE (runware:120@4) as a VAE
+for any node that takes one, and as Transparent VAE Encode / Decode nodes."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import logging
 import os
 from typing import Any
 
-import comfy.model_management
 import comfy.utils
 import torch
 from comfy_api.latest import io
 
 from ...contract.errors import ContractError
-from ...engines.layerdiffuse.decoder import TransparentDecoder, decode_rgba, load_decoder
-from ...engines.layerdiffuse.sizes import LATENT_SCALE, size_errors
+from ...engines.layerdiffuse.decoder import TransparentDecoder, load_decoder
+from ...engines.layerdiffuse.encoder import OffsetEncoder, encoder_weights, load_encoder
+from ...engines.layerdiffuse.transparent_vae import TransparentVAE, check_latent
 from ...engines.models.catalog import Catalog
 from ...engines.models.loader import apply_lora
 from ...engines.models.resolve import resolve_file
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 LORA_AIR = "runware:120@2"
 DECODER_AIR = "runware:120@4"
 PARAMETER = "layerDiffuse"
-_loaded: dict[tuple[str, int, int], TransparentDecoder] = {}  # the last decoder file read (weights, not run state)
+CONVERT = "python -m imageinference.engines.layerdiffuse.convert TransparentVAE.pth TransparentVAE.safetensors"
+_loaded: dict[tuple[str, int, int], tuple[TransparentDecoder, OffsetEncoder | None]] = {}  # the last file read
 
 
 def _patched(model: Any) -> dict[str, int]:
@@ -64,37 +66,98 @@ class LayerDiffuseLoRA(io.ComfyNode):
         return io.NodeOutput(patched, json.dumps({"model": LORA_AIR, "unmatchedKeys": unmatched}))
 
 
-def transparent_decoder() -> TransparentDecoder:
-    """The decoder the catalog names for runware:120@4 (a `.pth` is read with weights_only=True; a
-    `.safetensors` conversion with the same keys works too), kept between runs while the file is unchanged."""
+def transparent_networks() -> tuple[TransparentDecoder, OffsetEncoder | None]:
+    """The decoder and encoder in the file the catalog names for runware:120@4, kept between runs while the file
+    is unchanged. Read from .safetensors only (the published TransparentVAE.pth is a pickle: convert it once)."""
     entry = Catalog.load().require(DECODER_AIR, PARAMETER, ("vae",))
     path = resolve_file(entry, entry.files["model"], PARAMETER)
+    if not path.lower().endswith(".safetensors"):
+        raise ContractError.single(
+            "invalidModelFile", f"{DECODER_AIR} ('{entry.files['model']}') is read from .safetensors only; convert "
+            f"the published pickle once with `{CONVERT}` and point the catalog at the result", PARAMETER, "boolean")
     stat = os.stat(path)
     key = (path, stat.st_mtime_ns, stat.st_size)
     if key not in _loaded:
         try:
-            decoder = load_decoder(comfy.utils.load_torch_file(path, safe_load=True))
+            sd = comfy.utils.load_torch_file(path, safe_load=True)
+            decoder = load_decoder(sd)
+            encoder = load_encoder(sd) if encoder_weights(sd) else None
         except (ValueError, KeyError, RuntimeError, OSError) as exc:
             raise ContractError.single("invalidModelFile", f"{DECODER_AIR} ('{entry.files['model']}') is not a "
-                                       f"LayerDiffuse transparent decoder: {exc}", PARAMETER, "boolean") from exc
+                                       f"LayerDiffuse transparent VAE: {exc}", PARAMETER, "boolean") from exc
+        if encoder is None:
+            log.warning("%s ('%s') has no transparency encoder: it decodes, but cannot encode RGBA images",
+                        DECODER_AIR, entry.files["model"])
         _loaded.clear()
-        _loaded[key] = decoder
+        _loaded[key] = (decoder, encoder)
     return _loaded[key]
 
 
-def check_latent(samples: torch.Tensor, latent_channels: int) -> None:
-    """Contract errors for latents the transparent decoder cannot take (channels, size)."""
-    if samples.ndim != 4:
-        raise ContractError.single("unsupportedLayerDiffuse", f"the transparent decoder takes image latents "
-                                   f"(4 dimensions), not {samples.ndim}", PARAMETER, "boolean")
-    if samples.shape[1] != latent_channels:
-        raise ContractError.single(
-            "unsupportedLayerDiffuse", f"the transparent decoder takes {latent_channels}-channel FLUX latents; this "
-            f"latent has {samples.shape[1]} channels (layerDiffuse is for FLUX.1-dev family models)", PARAMETER,
-            "boolean")
-    errors = size_errors(samples.shape[3] * LATENT_SCALE, samples.shape[2] * LATENT_SCALE)
-    if errors:
-        raise ContractError(errors)
+def transparent_vae(vae: Any, augment: bool = True) -> TransparentVAE:
+    decoder, encoder = transparent_networks()
+    return TransparentVAE(vae, decoder, encoder, augment)
+
+
+AUGMENT_TOOLTIP = ("Median of 8 flipped/rotated decoder passes (the reference decoding); off: one pass, 8x faster, "
+                   "slightly noisier edges.")
+
+
+class TransparentVAENode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("TransparentVAE"),
+            display_name="Transparent VAE (imageInference)",
+            category=CATEGORY,
+            description=(
+                f"imageInference `layerDiffuse: true`, VAE side: the model's FLUX VAE with the transparent VAE "
+                f"({DECODER_AIR}, from the model catalog) around it, usable wherever a VAE is. It encodes RGBA images "
+                "(4 channels; RGB counts as opaque) into latents that carry the alpha, and decodes latents into RGBA, "
+                "as the published TransparentVAE. Use it with the LayerDiffuse LoRA; width and height in multiples "
+                "of 64. Save as PNG or WEBP to keep the alpha."
+            ),
+            inputs=[io.Vae.Input("vae", tooltip="The model's own FLUX VAE."),
+                    io.Boolean.Input("augment", default=True, tooltip=AUGMENT_TOOLTIP)],
+            outputs=[io.Vae.Output(display_name="VAE")],
+        )
+
+    @classmethod
+    def execute(cls, vae, augment: bool = True) -> io.NodeOutput:
+        return io.NodeOutput(transparent_vae(vae, augment))
+
+
+class TransparentVAEEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("TransparentEncode"),
+            display_name="Transparent VAE Encode (imageInference)",
+            category=CATEGORY,
+            description=(
+                f"imageInference `layerDiffuse: true` with a seed image: encodes an RGBA image into a FLUX latent "
+                f"that carries its alpha, with the transparent VAE ({DECODER_AIR}): the FLUX VAE encodes the colour "
+                "over grey, the transparency encoder adds an offset from the colour and alpha. The alpha is the "
+                "image's 4th channel, or 1 - mask when a MASK is connected (Load Image's convention: 1 = "
+                "transparent); without either the image is opaque. Width and height must be multiples of 64."
+            ),
+            inputs=[
+                io.Image.Input("image", tooltip="An RGB or RGBA image."),
+                io.Vae.Input("vae", tooltip="The model's own FLUX VAE."),
+                io.Mask.Input("mask", optional=True, tooltip="Transparency as a MASK (1 = transparent), e.g. Load "
+                                                             "Image's; replaces the image's own alpha."),
+            ],
+            outputs=[io.Latent.Output(display_name="LATENT")],
+        )
+
+    @classmethod
+    def execute(cls, image, vae, mask=None) -> io.NodeOutput:
+        if mask is not None:
+            m = mask.reshape(-1, *mask.shape[-2:])
+            if tuple(m.shape[-2:]) != tuple(image.shape[1:3]):
+                raise ContractError.single("invalidMaskImage", f"the mask is {m.shape[-1]}x{m.shape[-2]} but the "
+                                           f"image is {image.shape[2]}x{image.shape[1]}", PARAMETER, "boolean")
+            image = torch.cat([image[..., :3], (1.0 - m[..., None]).expand(image.shape[0], -1, -1, -1)], dim=-1)
+        return io.NodeOutput({"samples": transparent_vae(vae).encode(image)})
 
 
 class TransparentVAEDecode(io.ComfyNode):
@@ -113,9 +176,7 @@ class TransparentVAEDecode(io.ComfyNode):
             inputs=[
                 io.Latent.Input("latent", tooltip="The sampled FLUX latent (a ComfyUI LATENT, already un-scaled)."),
                 io.Vae.Input("vae", tooltip="The model's own FLUX VAE (decodes the RGB the decoder starts from)."),
-                io.Boolean.Input("augment", default=True,
-                                 tooltip="Median of 8 flipped/rotated passes (the reference decoding); off: one "
-                                         "pass, 8x faster, slightly noisier edges."),
+                io.Boolean.Input("augment", default=True, tooltip=AUGMENT_TOOLTIP),
             ],
             outputs=[io.Image.Output(display_name="IMAGE"), io.Mask.Output(display_name="MASK")],
         )
@@ -123,19 +184,7 @@ class TransparentVAEDecode(io.ComfyNode):
     @classmethod
     def execute(cls, latent, vae, augment: bool = True) -> io.NodeOutput:
         samples = latent["samples"]
-        decoder = transparent_decoder()
+        decoder, _encoder = transparent_networks()
         check_latent(samples, decoder.config.latent_channels)
-        pixels = vae.decode(samples)
-        if pixels.ndim == 5:  # VAEs that decode video-shaped batches
-            pixels = pixels.reshape(-1, *pixels.shape[-3:])
-        device = comfy.model_management.vae_device()
-        dtype = comfy.model_management.vae_dtype(device, [torch.bfloat16, torch.float16])
-        height, width = pixels.shape[1:3]
-        # features of 32 channels at full size, a dozen alive at once (skips included), per pass
-        comfy.model_management.free_memory(height * width * 32 * 12 * dtype.itemsize, device)
-        decoder.to(device=device, dtype=dtype)
-        try:
-            rgba = decode_rgba(decoder, pixels, samples, augment, device, dtype)
-        finally:
-            decoder.to(comfy.model_management.vae_offload_device())
+        rgba = transparent_vae(vae, augment).decode(samples)
         return io.NodeOutput(rgba, 1.0 - rgba[..., 3])

@@ -11,8 +11,8 @@ def to_image_tensor(img: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
     """(IMAGE (1,H,W,3) in [0,1], MASK (1,H,W): 1 where the image is transparent, as ComfyUI's LoadImage)."""
     img = ImageOps.exif_transpose(img) or img
     rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    if "A" in img.getbands():
-        mask = 1.0 - np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0
+    if "A" in img.getbands() or "transparency" in img.info:  # palette and colour-key PNGs keep alpha in tRNS
+        mask = 1.0 - np.asarray(img.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
     else:
         mask = np.zeros(rgb.shape[:2], dtype=np.float32)
     return torch.from_numpy(rgb)[None], torch.from_numpy(mask)[None]

@@ -24,7 +24,7 @@ are fixed by the published configuration.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -88,7 +88,9 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        tokens = self.group_norm(x).flatten(2).transpose(1, 2)  # (b, h*w, c)
+        # normalised as (b, c, h*w), not (b, c, h, w): GroupNorm reduces in another order on a 4-d channels-last
+        # input, and this is the reference's (diffusers') order
+        tokens = self.group_norm(x.view(b, c, h * w)).transpose(1, 2)  # (b, h*w, c)
 
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.view(b, h * w, self.heads, c // self.heads).transpose(1, 2)
@@ -96,7 +98,9 @@ class SelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(split(self.to_q(tokens)), split(self.to_k(tokens)),
                                              split(self.to_v(tokens)))
         out = self.to_out[0](out.transpose(1, 2).reshape(b, h * w, c))
-        return x + out.transpose(1, 2).reshape(b, c, h, w)
+        # the sum takes the memory layout of its first operand (here channels-last), and the convolution after
+        # it computes in that layout: this order keeps the result bit-identical with diffusers' attention block
+        return out.transpose(1, 2).reshape(b, c, h, w) + x
 
 
 class Resample(nn.Module):
@@ -236,23 +240,33 @@ def _unturn(x: torch.Tensor, flip: bool, turns: int) -> torch.Tensor:
     return torch.flip(x, dims=(3,)) if flip else x
 
 
+def passes(images: int, augment: bool) -> int:
+    """How many decoder passes decode_rgba runs (for a progress bar)."""
+    return images * (len(TRANSFORMS) if augment else 1)
+
+
 @torch.no_grad()
 def decode_rgba(decoder: TransparentDecoder, pixels: torch.Tensor, latent: torch.Tensor, augment: bool = True,
-                device: torch.device | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """RGBA (B, H, W, 4) in [0, 1] from the VAE's RGB decode (B, H, W, 3) in [0, 1] and its latent (B, C, h, w).
+                device: torch.device | None = None, dtype: torch.dtype | None = None,
+                progress: Callable[[], None] | None = None) -> torch.Tensor:
+    """RGBA (B, H, W, 4) in [0, 1] from the VAE's decode (B, H, W, 3), x * 0.5 + 0.5 of its [-1, 1] output, and
+    its latent (B, C, h, w). `progress` is called after each decoder pass.
 
-    Image by image; with `augment`, the median of the 8 flipped/rotated passes, each clipped to [0, 1].
+    Image by image (as the FLUX release); with `augment`, the median of the 8 flipped/rotated passes, each clipped
+    to [0, 1] (torch's median of 8 values is the lower middle one, in the reference too).
     """
     device = device or next(decoder.parameters()).device
     dtype = dtype or next(decoder.parameters()).dtype
     results = []
     for i in range(pixels.shape[0]):
-        x = pixels[i:i + 1, ..., :3].movedim(-1, 1).to(device, dtype)
-        z = latent[i:i + 1].to(device, dtype)
-        if augment:
-            passes = [_unturn(decoder(_turn(x, f, t), _turn(z, f, t)).clamp(0, 1), f, t) for f, t in TRANSFORMS]
-            y = torch.stack(passes).median(dim=0).values
-        else:
-            y = decoder(x, z).clamp(0, 1)
+        # contiguous NCHW, as the reference's tensors: convolutions sum in another order on other layouts
+        x = pixels[i:i + 1, ..., :3].movedim(-1, 1).to(device, dtype).contiguous()
+        z = latent[i:i + 1].to(device, dtype).contiguous()
+        views = []
+        for flip, turns in TRANSFORMS if augment else [(False, 0)]:
+            views.append(_unturn(decoder(_turn(x, flip, turns), _turn(z, flip, turns)).clamp(0, 1), flip, turns))
+            if progress is not None:
+                progress()
+        y = torch.stack(views).median(dim=0).values if augment else views[0]
         results.append(y.float().movedim(1, -1).cpu())
     return torch.cat(results)

@@ -35,7 +35,13 @@ def native_area(model: Any) -> int:
 
 
 def upscale_image(upscaler: Any, image: torch.Tensor, tile: int = TILE, overlap: int = OVERLAP) -> torch.Tensor:
-    """(B,H,W,C) -> (B,H*s,W*s,C) with the upscaler, tile by tile (progress shown), clamped to [0,1]."""
+    """(B,H,W,C) -> (B,H*s,W*s,C) with the upscaler, tile by tile (progress shown), clamped to [0,1]. The upscaler
+    takes RGB; an alpha channel (a transparent VAE's decode, layerDiffuse) is scaled to the same size, bicubic."""
+    if image.shape[-1] == 4:
+        rgb = upscale_image(upscaler, image[..., :3], tile, overlap)
+        alpha = comfy.utils.common_upscale(image[..., 3:].movedim(-1, 1), rgb.shape[2], rgb.shape[1], "bicubic",
+                                           "disabled").movedim(1, -1)
+        return torch.cat([rgb, alpha.to(rgb).clamp(0.0, 1.0)], dim=-1)
     device = comfy.model_management.get_torch_device()
     upscaler.to(device)
     try:
@@ -51,8 +57,9 @@ def upscale_image(upscaler: Any, image: torch.Tensor, tile: int = TILE, overlap:
 
 
 def vae_encode(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """An alpha channel is passed on: a transparent VAE encodes it, ComfyUI's VAEs keep the RGB themselves."""
     big = pixels.shape[1] * pixels.shape[2] > TILED_VAE_AREA
-    return vae.encode_tiled(pixels[..., :3]) if big else vae.encode(pixels[..., :3])
+    return vae.encode_tiled(pixels) if big else vae.encode(pixels)
 
 
 def vae_decode(vae: Any, samples: torch.Tensor) -> torch.Tensor:

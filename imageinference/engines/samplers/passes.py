@@ -107,7 +107,7 @@ def text_to_image(model: Any, vae: Any, positive: Any, negative: Any, width: int
 
 def hires_second_pass(model: Any, vae: Any, positive: Any, negative: Any, first: torch.Tensor, width: int,
                       height: int, hires: HiresOptions, s: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:
-    upscaled = fit(upscale_image(hires.upscaler, first[..., :3]), width, height)
+    upscaled = fit(upscale_image(hires.upscaler, first), width, height)  # RGBA from a transparent VAE stays RGBA
     steps = hires.steps or s.steps
     strength = DEFAULT_STRENGTH if hires.strength is None else hires.strength
     second = replace(s, steps=steps, refiner=None)
@@ -125,7 +125,8 @@ def outpaint(model: Any, vae: Any, positive: Any, negative: Any, seed_image: tor
 
 def image_to_image(model: Any, vae: Any, positive: Any, negative: Any, seed_image: torch.Tensor, width: int,
                    height: int, strength: float, s: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor]:
-    pixels = fit(seed_image[:1, :, :, :3], width, height)
+    # an alpha channel stays: a transparent VAE (layerDiffuse) encodes it; ComfyUI's VAEs take the RGB themselves
+    pixels = fit(seed_image[:1], width, height)
     latent = vae.encode(pixels).repeat(len(s.seeds), 1, 1, 1)
     samples = sample(model, positive, negative, latent, s, denoise=strength)
     return vae.decode(samples), samples

@@ -1,10 +1,15 @@
-"""`layerDiffuse` (legacy `advancedFeatures.layerDiffuse`): the LayerDiffuse LoRA on the sampler's model and the
-Transparent VAE Decode of the sampler's latent, whose RGBA image goes on to the output node.
+"""`layerDiffuse` (legacy `advancedFeatures.layerDiffuse`): what the API defines it as, the LayerDiffuse LoRA
+(runware:120@2) on the sampler's model and the transparent VAE (runware:120@4) as the sampler's VAE.
 
 The LoRA node is placed directly before the sampler (after any step cache: a LoRA patches weights, which a cache
-does not see); the decode node reads the sampler's third output, the sampled latent of the final pass. Image steps
-after it (the face detailer) get the RGBA image and the same model; they redraw RGB and keep the alpha.
+does not see). The Transparent VAE node wraps the model's VAE and becomes the sampler's VAE, so every image the
+sampler decodes is RGBA (the final image, and hires fix's intermediate one) and every image it encodes keeps its
+alpha (hires fix's intermediate image; a seed image). A seed image reaches the sampler with its alpha through core's
+Join Image with Alpha (an image without alpha is opaque), as the published image-to-image encodes an RGBA image.
+Image steps after the sampler (the face detailer) get the RGBA image and the model; they redraw RGB and keep alpha.
 Refused here: inpainting and outpainting (their result is a blend with the seed image, not one decoded latent).
+
+Graphs made before the Transparent VAE node (LoRA -> sampler latent -> Transparent VAE Decode) still export.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ from ..graph import GraphBuilder
 from ..registry import ExportContext, Feature, NodeExport
 
 LORA_NODE = 90
-DECODE_NODE = 91
+DECODE_NODE = 91  # graphs made before the Transparent VAE node: the decode of the sampler's latent
+VAE_NODE = 92
+SEED_ALPHA_NODE = 93
 LORA_CLASS = "ImageInferenceLayerDiffuse"
 DECODE_CLASS = "ImageInferenceTransparentDecode"
+VAE_CLASS = "ImageInferenceTransparentVAE"
+JOIN_ALPHA_CLASS = "JoinImageWithAlpha"  # core: IMAGE + MASK (1 = transparent) -> RGBA
 SAMPLER_CLASS = "ImageInferenceSampler"
-LATENT_OUTPUT = 2  # the sampler's `latent` output
+SEED_NODE = "6"  # the compiler's seed image node (Load Image String: IMAGE, MASK from its transparency)
 
 
 def compile_(d: dict[str, Any], g: GraphBuilder) -> None:
@@ -37,16 +46,18 @@ def compile_(d: dict[str, Any], g: GraphBuilder) -> None:
     sampler = g.nodes[sampler_id]["inputs"]
     lora = g.add(LORA_NODE, LORA_CLASS, {"model": sampler["model"]})
     sampler["model"] = g.model = g.ref(lora, 0)
-    decode = g.add(DECODE_NODE, DECODE_CLASS, {"latent": g.ref(sampler_id, LATENT_OUTPUT), "vae": sampler["vae"],
-                                               "augment": True})
-    g.image = g.ref(decode, 0)
+    vae = g.add(VAE_NODE, VAE_CLASS, {"vae": sampler["vae"], "augment": True})
+    sampler["vae"] = g.ref(vae, 0)
+    if sampler.get("seedImage") == g.ref(SEED_NODE, 0):
+        join = g.add(SEED_ALPHA_NODE, JOIN_ALPHA_CLASS, {"image": g.ref(SEED_NODE, 0), "alpha": g.ref(SEED_NODE, 1)})
+        sampler["seedImage"] = g.ref(join, 0)
 
 
 def export_lora(ctx: ExportContext, nid: str, node: dict[str, Any]) -> None:
     ctx.req["layerDiffuse"] = True
 
 
-def export_decode(ctx: ExportContext, nid: str, node: dict[str, Any]) -> None:
+def export_vae(ctx: ExportContext, nid: str, node: dict[str, Any]) -> None:
     ctx.req["layerDiffuse"] = True
     ctx.node(node["inputs"].get("vae"))  # the model's own VAE (a FLUX request names none): traced, nothing to write
     if node["inputs"].get("augment", True) is False:
@@ -56,5 +67,6 @@ def export_decode(ctx: ExportContext, nid: str, node: dict[str, Any]) -> None:
 
 FEATURE = Feature("layerDiffuse", ("layerDiffuse",), "image", compile_, (
     NodeExport(LORA_CLASS, "model", export_lora, upstream="model"),
-    NodeExport(DECODE_CLASS, "image", export_decode, upstream="latent"),
+    NodeExport(VAE_CLASS, "option", export_vae),
+    NodeExport(DECODE_CLASS, "image", export_vae, upstream="latent"),
 ), order=5)
