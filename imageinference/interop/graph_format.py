@@ -35,6 +35,12 @@ def _is_widget(kind: Any, opts: dict[str, Any]) -> bool:
     return isinstance(kind, list) or kind in WIDGET_TYPES
 
 
+def _has_control(name: str, kind: Any, opts: dict[str, Any]) -> bool:
+    """Whether the frontend adds its "control after generate" widget after this one: when the input asks for it,
+    and for every INT named seed or noise_seed (the frontend's own rule), whose value then takes two slots."""
+    return bool(opts.get("control_after_generate")) or (kind == "INT" and name in ("seed", "noise_seed"))
+
+
 def _type_name(kind: Any) -> str:
     return "COMBO" if isinstance(kind, list) else str(kind)
 
@@ -80,7 +86,7 @@ def api_to_workflow(prompt: dict[str, Any], object_info: dict[str, Any]) -> dict
             if _is_widget(kind, opts):
                 default = opts.get("default", kind[0] if isinstance(kind, list) and kind else None)
                 widgets.append(default if linked or value is None else value)
-                if opts.get("control_after_generate"):
+                if _has_control(name, kind, opts):
                     widgets.append("fixed")
                 if linked:
                     inputs.append({"name": name, "type": _type_name(kind), "widget": {"name": name}, "link": None})
@@ -135,7 +141,7 @@ def workflow_to_api(workflow: dict[str, Any], object_info: dict[str, Any]) -> di
         for name, kind, opts in _inputs(spec):
             if _is_widget(kind, opts):
                 value = values.pop(0) if values else opts.get("default")
-                if opts.get("control_after_generate") and values:
+                if _has_control(name, kind, opts) and values:
                     values.pop(0)
                 if name not in linked:
                     inputs[name] = value

@@ -187,7 +187,8 @@ def test_deep_cache_is_the_last_model_node_and_carries_the_shared_window():
     assert canonical["acceleratorOptions"]["deepCacheInterval"] == 4
     assert prompt["140"] == {"class_type": "ImageInferenceDeepCache", "inputs": {
         "model": ["2", 0], "deepCacheInterval": 4, "deepCacheBranchId": 2, "cacheMaxConsecutiveSteps": 2,
-        "cacheStartStep": 3, "cacheStartStepPercentage": -1, "cacheEndStep": 25, "cacheEndStepPercentage": -1}}
+        "cacheStartStep": 3, "cacheStartStepPercentage": -1, "cacheEndStep": 25, "cacheEndStepPercentage": -1,
+        "deepCacheSchedule": "uniform", "nonUniformCenter": 15, "nonUniformPower": 1.4}}  # DeepCache's uniform
     (_sid, sampler), = nodes_of(prompt, "ImageInferenceSampler").items()
     assert sampler["inputs"]["model"] == ["140", 0]
 

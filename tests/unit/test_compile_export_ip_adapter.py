@@ -157,7 +157,7 @@ def test_a_hand_built_graph_with_core_guide_images_exports(catalog, tmp_path):  
 
 def test_middle_block_on_is_a_node_option_the_request_cannot_carry(catalog):  # noqa: F811
     _c, prompt = compile_request(base(ipAdapters=[{"model": "runware:55@8", "guideImages": [IMG]}]))
-    assert "middleBlock" not in prompt["41"]["inputs"]  # compiled requests keep the default (as cubiq's node)
+    assert prompt["41"]["inputs"]["middleBlock"] is False  # compiled requests keep the default (as cubiq's node)
     assert export_prompt(prompt, catalog).not_exportable == []
     prompt["41"]["inputs"]["middleBlock"] = True
     exported = export_prompt(prompt, catalog)

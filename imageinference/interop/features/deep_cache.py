@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...engines.cache.deepcache import CENTER_DEFAULT, POWER_DEFAULT
 from ...engines.cache.fields import WINDOW_FIELDS
 from ..graph import GraphBuilder
 from ..registry import ExportContext, Feature, NodeExport
@@ -25,6 +26,7 @@ def compile_(d: dict[str, Any], g: GraphBuilder) -> None:
         return
     inputs: dict[str, Any] = {"model": g.model, **{k: acc[k] for k in OWN}}
     inputs.update({k: acc.get(k, -1) for k in WINDOW_FIELDS})
+    inputs.update(deepCacheSchedule="uniform", nonUniformCenter=CENTER_DEFAULT, nonUniformPower=POWER_DEFAULT)
     nid = g.add(NODE, CLASS, inputs)
     g.model = g.ref(nid, 0)
 

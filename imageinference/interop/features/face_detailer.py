@@ -51,7 +51,8 @@ def compile_(d: dict[str, Any], g: GraphBuilder) -> None:
     sampler_id = _first(g, SAMPLER_CLASS)
     g.add(NODE_ID, NODE_CLASS, {
         "image": g.image, "model": g.model, "vae": g.vae, **conditioning, "detector": DEFAULT_DETECTOR,
-        **{k: u[k] for k in SETTINGS}, "scheduler": d["scheduler"], "seed": 0, "seeds": g.ref(sampler_id, 1)})
+        **{k: u[k] for k in SETTINGS}, "scheduler": d["scheduler"], "seed": 0, "seeds": g.ref(sampler_id, 1),
+        **{k: default for k, (default, _lo, _hi) in REGION_OPTIONS.items()}})  # every widget, as the frontend sends
     g.image = g.ref(NODE_ID, 0)
 
 

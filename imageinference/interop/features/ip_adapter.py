@@ -83,7 +83,8 @@ def compile_(d: dict[str, Any], g: GraphBuilder) -> None:
         g.add(node, NODE, {
             "model": g.model, "guideImages": g.ref(guide), "ipAdapter": TYPED_IN, "air": entry["model"],
             "weight": entry["weight"], "combineMethod": entry["combineMethod"], "embedScaling": entry["embedScaling"],
-            "weightType": entry["weightType"], "weightComposition": entry.get("weightComposition", -1.0)})
+            "weightType": entry["weightType"], "weightComposition": entry.get("weightComposition", -1.0),
+            "middleBlock": False})  # cubiq's IPAdapter_plus: no adapter on the middle block
         g.model = g.ref(node)
         k += 1
 

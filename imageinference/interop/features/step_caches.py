@@ -27,6 +27,8 @@ def compile_(d: dict[str, Any], g: GraphBuilder) -> None:
         inputs.update({k: acc.get(k, -1) for k in WINDOW_FIELDS})
         if switch == "dbCache":
             inputs["dbCacheSkipInterval"] = acc["dbCacheSkipInterval"]
+        inputs.update({k: default for k, (default, _rule) in NODE_OPTIONS.items()  # every widget, as the frontend sends
+                       if k != "firstBlockSignal" or switch == "fbCache"})
         g.add(NODE, class_type, inputs)
         g.model = g.ref(NODE, 0)
 
