@@ -85,6 +85,7 @@ def servers(base: Path, models: Path, count: int, env: dict[str, str], images: P
         for i in range(count):
             srv = prepare(base / f"instance{i}", models, dict(env, IMAGEINFERENCE_INSTANCE=f"bench{i}"))
             if images is not None:
+                images.mkdir(parents=True, exist_ok=True)
                 link = srv.base_dir / "output" / "imageinference"
                 if not link.exists():
                     link.symlink_to(images, target_is_directory=True)
@@ -181,9 +182,14 @@ async def endpoint_burst(session: aiohttp.ClientSession, urls: list[str], n: int
     for i, task in enumerate(tasks):
         sent[task["taskUUID"]] = time.perf_counter()
         await sockets[i % len(sockets)].send_str(json.dumps([task]))
-    await asyncio.wait_for(finished.wait(), 1800)
+    waiting = asyncio.create_task(finished.wait())
+    await asyncio.wait([waiting, *listeners], timeout=1800, return_when=asyncio.FIRST_COMPLETED)
     for task in listeners:
+        if task.done() and task.exception():
+            raise task.exception()  # a failed task: stop now, with its error
         task.cancel()
+    if not finished.is_set():
+        raise TimeoutError(f"{n - len(done)} of {n} tasks unanswered")
     for ws in sockets:
         await ws.close()
     return stats(sent, done)

@@ -30,7 +30,7 @@ from ..contract.errors import ApiError
 from ..engines.imageio.store import ImageStore
 from .config import EndpointConfig
 from .delivery import DeliveryError, backoff, send_once
-from .lifecycle import Engine, Part, PartRunner, Running, progress_percent
+from .lifecycle import Engine, Outcome, Part, PartRunner, Running, progress_percent
 from .plan import Plan, with_seed
 from .protocol import merge_warnings, result_frame
 from .redis_store import HOOKS, SENDERS, WORKERS, Claim, RedisTaskStore, fingerprint, queue_key
@@ -113,6 +113,17 @@ class FleetTracker(PartRunner):
             self.waiting.pop(record.task_uuid, None)
             if running.waiter is not None and not running.waiter.done():
                 running.waiter.set_result(running.outcome())
+
+    def _lost(self, running: Running) -> None:
+        task_uuid = running.record.task_uuid
+        self.waiting.pop(task_uuid, None)
+        error = ApiError("taskNotFound", "the task store (Redis) lost this task (restarted without its data?); send "
+                         "it again with a new taskUUID", "taskUUID", "string", None, task_uuid,
+                         running.record.task_type).to_json()
+        if running.waiter is not None and not running.waiter.done():
+            running.waiter.set_result(Outcome(errors=[error]))
+        elif running.record.session_id:
+            self._spawn(self.sessions.push(running.record.session_id, {"errors": [error]}))
 
     # ------------------------------------------------------------------ running
     def progressed(self, part: Part) -> None:
@@ -322,7 +333,9 @@ class FleetTracker(PartRunner):
             if time.monotonic() - reconciled > 5.0 and self.waiting:
                 reconciled = time.monotonic()
                 for task_uuid, running in list(self.waiting.items()):  # whatever a notice did not bring
-                    _record, results = await self._db(RedisTaskStore.snapshot, task_uuid)
+                    stored, results = await self._db(RedisTaskStore.snapshot, task_uuid)
+                    if stored is None:  # gone from Redis (restarted without its data): the client must not hang
+                        self._lost(running)
                     for result in results:
                         self._arrived(running, result)
 

@@ -156,7 +156,7 @@ if redis.call('HLEN', KEYS[1]) >= expected then
   local status = 'success'
   if tonumber(redis.call('HGET', KEYS[2], 'errors') or '0') > 0 then status = 'error' end
   redis.call('HSET', KEYS[2], 'status', status)
-  redis.call('HDEL', KEYS[2], 'prompt')  -- the graph was needed to run it; kept no longer than that
+  redis.call('HDEL', KEYS[2], 'prompt', 'request')  -- needed to run it, kept no longer: a finished task is small
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('DEL', KEYS[4])
   redis.call('EXPIRE', KEYS[1], ARGV[6])

@@ -183,3 +183,18 @@ async def until(predicate, timeout=10.0, every=0.02, what="the condition"):
             return value
         await asyncio.sleep(every)
     raise AssertionError(f"{what} did not happen within {timeout} s")
+
+
+# ---------------------------------------------------------------- addresses
+def local_address():
+    """A non-loopback address of this machine, or None."""
+    import ipaddress
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            ip = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if ipaddress.ip_address(ip).is_loopback else ip

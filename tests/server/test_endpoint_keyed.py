@@ -4,32 +4,20 @@ allowed: every task needs the key; webhooks and uploadEndpoint PUTs reach local 
 import base64
 import http.server
 import io
-import ipaddress
 import json
 import os
-import socket
 import threading
 import time
 
 import pytest
 from PIL import Image
+from server_helpers import local_address
 
 from imageinference.server.client import EndpointClient, WsClient, image_task, new_uuid, run
 from imageinference.server.localrun import endpoint_server
 
 MODEL = "test:sd15@1"
 KEY = "k-" + "0123456789abcdef" * 2
-
-
-def local_address():
-    """A non-loopback address of this machine, or None."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
-            ip = s.getsockname()[0]
-        except OSError:
-            return None
-    return None if ipaddress.ip_address(ip).is_loopback else ip
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,7 @@ def test_results_survive_a_restart_and_unfinished_tasks_answer_an_error(restarta
 
 
 def test_without_a_key_only_loopback_clients_are_answered(restartable):
-    from test_endpoint_keyed import local_address
+    from server_helpers import local_address
 
     log = restartable.log_path.read_text(errors="replace")
     assert "NO API KEY: answering loopback clients only" in log

@@ -337,3 +337,25 @@ async def poll_done(inst, task_uuid, timeout=15):
             return polled
         await asyncio.sleep(0.2)
     raise AssertionError(f"{task_uuid} not finished: {polled}")
+
+
+def test_a_sync_client_is_answered_when_redis_lost_its_task(fleet, redis_server):
+    """Redis restarted without its data (no append-only file): the instance holding a sync client finds the task
+    gone at its next reconciliation (every 5 s) and answers taskNotFound instead of leaving the client hanging."""
+    async def scenario():
+        a = await fleet("A", local_depth=0)  # accepts, runs nothing: the task stays queued
+        try:
+            t = task(seed=31)
+            answer = asyncio.create_task(a.post([t], timeout=30))
+            await until(lambda: redis.Redis.from_url(redis_server.url).exists(task_key(t["taskUUID"])),
+                        what="the task stored")
+            redis.Redis.from_url(redis_server.url).flushall()
+            started = time.monotonic()
+            status, body = await answer
+            assert time.monotonic() - started < 12
+            (error,) = body["errors"]
+            assert error["code"] == "taskNotFound" and error["taskUUID"] == t["taskUUID"] and "Redis" in error["message"]
+        finally:
+            await stop_all(fleet.started)
+
+    asyncio.run(scenario())
