@@ -482,3 +482,71 @@ def ld_rgba(height, width, seed=0):
     yy, xx = _torch.meshgrid(_torch.arange(height) / height - 0.5, _torch.arange(width) / width - 0.5, indexing="ij")
     alpha = ((0.4 - (yy ** 2 + xx ** 2).sqrt()) / 0.1).clamp(0, 1)
     return _torch.cat([rgb, alpha[None, ..., None]], dim=-1)
+
+# ---------------------------------------------------------------- PuLID
+PULID_STEPS = 6
+PULID_IPA_AIR, PULID_CN_AIR = "test:ipadapter-flux@1", "test:flux-cn@1"
+
+
+@_pytest.fixture(scope="module")
+def pulid_env(comfy, tiny_models_root, test_catalog):
+    """The tiny PuLID files in ComfyUI's folders and a catalog naming them (for the module using it)."""
+    import folder_paths
+
+    from imageinference.engines.models import catalog
+    from imageinference.testing import tiny_extras, tiny_ipadapter
+    from imageinference.testing.tiny_pulid import catalog_entries, ensure_tiny_pulid
+
+    root = ensure_tiny_pulid(tiny_models_root)
+    # for the composition tests: the tiny FLUX IP-Adapter and FLUX ControlNet
+    tiny_ipadapter.ensure_tiny_ipadapters(["clip_vision_vitl", "ipadapter_flux"], tiny_models_root)
+    tiny_extras.ensure_tiny_extras(["flux_controlnet"], tiny_models_root)
+    for folder in ("pulid", "insightface", "clip_vision", "ipadapter", "controlnet"):
+        folder_paths.add_model_folder_path(folder, str(root / folder), is_default=True)
+    models = _json.loads(test_catalog.read_text())["models"]
+    extra = {air: entry for air, entry in {**tiny_ipadapter.catalog_entries(), **tiny_extras.catalog_entries()}.items()
+             if air in (PULID_IPA_AIR, PULID_CN_AIR)}
+    path = test_catalog.parent / "catalog_pulid.json"
+    path.write_text(_json.dumps({"version": 1, "models": {**models, **catalog_entries(), **extra}}))
+    assert {"pulid", "idEncoder"} <= set(catalog.KINDS) and {"pulid", "insightface"} <= set(catalog.FOLDERS)
+    with _pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IMAGEINFERENCE_CATALOG", str(path))
+        yield root
+
+
+@_pytest.fixture(scope="module")
+def flux(comfy, tiny_models_root):
+    import comfy.sd
+
+    from imageinference.testing.tiny_models import TINY
+
+    return comfy.sd.load_diffusion_model(str(TINY["flux"].path(tiny_models_root)))
+
+
+def pulid_conds(seed=1, tokens=6):
+    g = _torch.Generator().manual_seed(seed)
+    return [[_torch.randn(1, tokens, 4096, generator=g),
+             {"pooled_output": _torch.randn(1, 768, generator=g), "guidance": 3.5}]]
+
+
+def pulid_run(model, cfg=1.0, steps=PULID_STEPS, seed=5, callback=None, negative_seed=2):
+    import comfy.sample
+
+    latent = _torch.zeros(1, 16, 4, 4)
+    noise = comfy.sample.prepare_noise(latent, seed)
+    return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", pulid_conds(1),
+                               pulid_conds(negative_seed, 5), latent,
+                               seed=seed, disable_pbar=True, callback=callback)
+
+
+def pulid_face():
+    from imageinference.testing.tiny_pulid import face_image
+
+    return face_image(256)
+
+
+def pulid_apply(model, weights="test:pulid@1", image=None, idWeight=1.0, start=-1, start_pct=-1, true_cfg=-1.0):
+    from imageinference.comfyui.nodes.pulid import PuLIDNode
+
+    out = PuLIDNode.execute(model, pulid_face() if image is None else image, weights, idWeight, start, start_pct, true_cfg)
+    return out.args[0] if hasattr(out, "args") else out.result[0]
