@@ -78,12 +78,14 @@ class Redis:
             self.proc.wait(timeout=20)
 
 
-def servers(base: Path, models: Path, count: int, env: dict[str, str], images: Path | None = None
-            ) -> list[ComfyServer]:
+def servers(base: Path, models: Path, count: int, env: dict[str, str], images: Path | None = None,
+            extra_checkpoints: list[Path] = ()) -> list[ComfyServer]:
     started = []
     try:
         for i in range(count):
             srv = prepare(base / f"instance{i}", models, dict(env, IMAGEINFERENCE_INSTANCE=f"bench{i}"))
+            for checkpoint in extra_checkpoints:  # beside the tiny models prepare() links
+                (srv.models_dir / "checkpoints" / checkpoint.name).symlink_to(checkpoint)
             if images is not None:
                 images.mkdir(parents=True, exist_ok=True)
                 link = srv.base_dir / "output" / "imageinference"
@@ -284,16 +286,13 @@ def main() -> None:
             details[name] = result["rounds"]
 
         # model affinity: two instances, two checkpoints, alternating tasks
-        checkpoints = tmp / "models"
-        shutil.copytree(models, checkpoints, symlinks=False, dirs_exist_ok=True,
-                        ignore=lambda d, names: [n for n in names if n.endswith(".tmp")])
-        padded_copy(models / "checkpoints" / "tiny_sd15.safetensors",
-                    checkpoints / "checkpoints" / "tiny_sd15_b.safetensors", args.pad_mb)
+        padded = tmp / "tiny_sd15_b.safetensors"
+        padded_copy(models / "checkpoints" / "tiny_sd15.safetensors", padded, args.pad_mb)
         for label, wait in (("affinity_on", "2"), ("affinity_off", "0")):
             redis = Redis(tmp / f"redis-{label}").start()
             env = dict(base_env, IMAGEINFERENCE_STORE=redis.url, IMAGEINFERENCE_AFFINITY_WAIT=wait,
                        IMAGEINFERENCE_LOCAL_QUEUE_DEPTH="1")
-            started = servers(tmp / label, checkpoints, 2, env, tmp / f"images-{label}")
+            started = servers(tmp / label, models, 2, env, tmp / f"images-{label}", [padded])
             try:
                 print(f"== {label}: 2 instances, 2 models alternating, IMAGEINFERENCE_AFFINITY_WAIT={wait}",
                       flush=True)
