@@ -13,7 +13,8 @@ Real ultralytics models (DetectionModel / SegmentationModel from ultralytics' ow
 On a 320 x 320 image a cell is 16 pixels: `face_image` draws bright 16-pixel squares on a dark textured background.
 
 A third, `bbox_frac`, predicts fractional distances (left/top 33/32 of a cell, right/bottom 135/128), so its boxes
-have fractional edges: x0 = 16 c - 8.5, x1 = 16 c + 24.875 on a 320-pixel image. Those are the boxes on which Impact
+have fractional edges: x0 = 16 c - 8.5, x1 = 16 c + 24.875 on a 320-pixel image. `bbox_wide`'s boxes are 3 cells
+wide and 2 high (48 x 32 pixels on a 320-pixel image). Those are the boxes on which Impact
 Pack's integer rounding of a box (int() of each edge, rectangle inclusive of its far edge) and ours
 ([floor(x0), ceil(x1))) cover the same pixels, and its crop of 3 x the box coincides with ours (see
 tests/server/test_face_detailer_vs_impact.py).
@@ -34,8 +35,9 @@ from .tiny_models import cache_root
 CELL = 32  # anchor cell in the detector's 640-pixel inference space
 FOLDER = "ultralytics"
 DETECTORS = {"bbox": ("bbox", "tiny_face_cells_d1.pt"), "segm": ("segm", "tiny_face_cells_d1-seg.pt"),
-             "bbox_frac": ("bbox", "tiny_face_cells_frac.pt")}
+             "bbox_frac": ("bbox", "tiny_face_cells_frac.pt"), "bbox_wide": ("bbox", "tiny_face_cells_wide.pt")}
 FRACTIONAL_DISTANCES = (33 / 32, 33 / 32, 135 / 128, 135 / 128)  # left, top, right, bottom, in cells
+WIDE_DISTANCES = (1.5, 1.0, 1.5, 1.0)  # boxes 3 cells wide, 2 high
 
 
 def detector_path(kind: str, root: Path | None = None) -> Path:
@@ -98,13 +100,12 @@ def build_detector(dest: Path, kind: str) -> None:
             _silent(list(seq[:-1]))
             seq[-1].weight.zero_()
             seq[-1].bias.zero_()
-            for side in range(4):
-                if kind == "bbox_frac":
-                    extra = FRACTIONAL_DISTANCES[side] - 1.0
-                    seq[-1].bias[side * det.reg_max + 1] = 30.0 + math.log(1.0 - extra)
+            distances = {"bbox_frac": FRACTIONAL_DISTANCES, "bbox_wide": WIDE_DISTANCES}.get(kind, (1.0,) * 4)
+            for side, distance in enumerate(distances):
+                extra = distance - 1.0  # in [0, 1): bins 1 and 2 weighted 1 - extra and extra
+                seq[-1].bias[side * det.reg_max + 1] = 30.0 + math.log(1.0 - extra)
+                if extra > 0:
                     seq[-1].bias[side * det.reg_max + 2] = 30.0 + math.log(extra)
-                else:
-                    seq[-1].bias[side * det.reg_max + 1] = 30.0
         if kind == "segm":
             for seq in det.cv4:  # mask coefficients: 40 on prototype 0, 0 elsewhere
                 _silent(list(seq[:-1]))
@@ -134,27 +135,39 @@ def ensure_tiny_detectors(root: Path | None = None) -> Path:
 
 
 def cell_size(image_size: int) -> int:
-    """A detector cell in pixels of a square image of this size (16 for 320)."""
+    """A detector cell in whole pixels of a square image of this size (16 for 320)."""
     return image_size * CELL // 640
 
 
-def face_image(size: int = 320, faces: tuple[tuple[int, int, float], ...] = ((4, 6, 1.0),), seed: int = 0) -> Any:
-    """A (1, size, size, 3) image: faces (column, row, level) as cell-sized squares of that level on a dark
-    textured background (values 0..0.2, which scores below 0.02)."""
+def cell_span(image_size: int, index: int) -> tuple[int, int]:
+    """The pixels [start, end) of detector cell `index` along one side of a square image (exact for any size: a
+    cell is image_size / 20 pixels, 51.2 on a 1024-pixel image)."""
+    return round(index * CELL * image_size / 640), round((index + 1) * CELL * image_size / 640)
+
+
+def face_image(size: int = 320, faces: tuple[tuple[int, int, float], ...] = ((4, 6, 1.0),), seed: int = 0,
+               background: float | None = None) -> Any:
+    """A (1, size, size, 3) image: faces (column, row, level) filling their detector cells with that level, on a
+    dark textured background (values 0..0.2, which scores below 0.02), or a flat one of value `background`."""
     import torch
 
-    gen = torch.Generator().manual_seed(seed)
-    image = torch.rand((1, size, size, 3), generator=gen) * 0.2
-    c = cell_size(size)
+    if background is None:
+        gen = torch.Generator().manual_seed(seed)
+        image = torch.rand((1, size, size, 3), generator=gen) * 0.2
+    else:
+        image = torch.full((1, size, size, 3), float(background))
     for col, row, level in faces:
-        image[:, row * c:(row + 1) * c, col * c:(col + 1) * c, :] = level
+        (x0, x1), (y0, y1) = cell_span(size, col), cell_span(size, row)
+        image[:, y0:y1, x0:x1, :] = level
     return image
 
 
 def face_box(size: int, col: int, row: int) -> tuple[int, int, int, int]:
-    """The box the detector reports for the face in cell (col, row): the cell grown by half a cell each side."""
-    c = cell_size(size)
-    return col * c - c // 2, row * c - c // 2, (col + 1) * c + c // 2, (row + 1) * c + c // 2
+    """The pixels the detector's box for the face in cell (col, row) covers, [x0, x1) x [y0, y1): the cell grown by
+    half a cell each side, rounded outwards (exact integers on a 320-pixel image)."""
+    c = CELL * size / 640
+    return (math.floor((col - 0.5) * c), math.floor((row - 0.5) * c), math.ceil((col + 1.5) * c),
+            math.ceil((row + 1.5) * c))
 
 
 def fractional_box(size: int, col: int, row: int) -> tuple[float, float, float, float]:
