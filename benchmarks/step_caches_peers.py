@@ -10,10 +10,11 @@ conditioning, noise and sampler (the scenarios of benchmarks/step_caches.py: rea
     uncappedSkips (the peer's rules) at teaCacheDistance api_value(t, 0.8); ours with the API's rules at that value
     (last step computed, cacheMaxConsecutiveSteps 3, the default, and 5).
   FBCache: chengzeyi/Comfy-WaveSpeed's `ApplyFBCacheOnModel` at residual_diff_threshold t (start 0, end 1,
-    max_consecutive_cache_hits -1, its default), on A-E. Rows: the peer as shipped (on A's single double block
-    nothing is overwritten, so no copy is needed); ours with the peer's rules (and firstBlockSignal "output" on
-    FLUX, as WaveSpeed's FLUX path compares the first block's output) at fbCacheThreshold api_value(t, 1); ours with
-    the API's rules (residual, last step computed, cap 3 and 5).
+    max_consecutive_cache_hits -1, its default), on A-E. Rows: the peer as shipped; on A the peer with
+    its double block handed a copy of its input (as for TeaCache: the block adds into the tensor WaveSpeed keeps);
+    ours with the peer's rules (and firstBlockSignal "output" on FLUX, as WaveSpeed's FLUX path compares the
+    first block's output) at fbCacheThreshold api_value(t, 1); ours with the API's rules (residual, last step
+    computed, cap 3 and 5).
 "At least as good": for every peer row, one of our rows has no more calls and no less PSNR. The vendored archives
 are unpacked into a temporary folder (imageinference/testing/cache_peers.py). Writes
 benchmarks/results/step_caches_peers.json. Usage: python benchmarks/step_caches_peers.py [--scenarios A,B,C,D,E]
@@ -97,6 +98,7 @@ def teacache_pairs(sc: Scenario, base: Any, peer_node: Any) -> list[Pair]:
 
 def fbcache_pairs(sc: Scenario, base: Any, peer_node: Any) -> list[Pair]:
     from imageinference.engines.cache.profiles import api_value
+    from imageinference.testing.cache_peers import copying_double_blocks
 
     signal = "output" if sc.name == "A" else "residual"
     out = []
@@ -104,6 +106,9 @@ def fbcache_pairs(sc: Scenario, base: Any, peer_node: Any) -> list[Pair]:
         value = api_value(t, 1.0)
         out.append(run(sc, base, peer_node().patch(sc.model, "diffusion_model", t, -1, 0.0, 1.0)[0],
                        "fbCache", t, "peer"))
+        if sc.name == "A":  # FLUX: its double block adds into the input WaveSpeed keeps (as for TeaCache above)
+            out.append(run(sc, base, peer_node().patch(copying_double_blocks(sc.model), "diffusion_model", t, -1, 0.0,
+                                                       1.0)[0], "fbCache", t, "peer-copied-input"))
         out.append(run(sc, base, ours(sc.model, "fbCache", value, skipLastStep=True, uncappedSkips=True,
                                       firstBlockSignal=signal), "fbCache", t, "ours-peer-rules"))
         for cap in (3, 5):
