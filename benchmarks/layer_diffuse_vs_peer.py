@@ -12,7 +12,6 @@ asserts the agreement); times vary between runs, ratios less. Needs diffusers an
 
 from __future__ import annotations
 
-import importlib
 import statistics
 import sys
 import tempfile
@@ -23,34 +22,12 @@ from typing import Any
 from common import write_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def peer_module(dest: Path) -> Any:
-    from imageinference.testing.peers import import_package, unpack
-
-    folder = unpack("ComfyUI-layerdiffuse", dest)
-    import_package(folder / "lib_layerdiffusion", "peer_lib_layerdiffusion")
-    return importlib.import_module("peer_lib_layerdiffusion.models")
-
-
-def randomized(module: Any, seed: int, scale: float = 0.02) -> dict[str, Any]:
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(v.shape, generator=g) * scale + (1.0 if k.endswith("norm.weight") else 0.0)
-            for k, v in module.state_dict().items()}
-
-
-def peer_decoder(peer: Any, sd: dict[str, Any], widths: tuple[int, ...]) -> Any:
-    """The peer's TransparentVAEDecoder, constructed by its own code, over a FLUX (16-channel) UNet1024."""
-    import torch
-
-    original = peer.UNet1024
-    peer.UNet1024 = lambda **kw: flux_unet_from(original, widths)
-    try:
-        return peer.TransparentVAEDecoder(sd, torch.device("cpu"), torch.float32)
-    finally:
-        peer.UNet1024 = original
+from imageinference.testing.layerdiffuse_peers import (  # noqa: E402 (after the path the script needs)
+    peer_decoder,
+    peer_module,
+    published_padding,
+    randomized,
+)
 
 
 def flux_unet_from(cls: Any, widths: tuple[int, ...]) -> Any:
@@ -59,25 +36,6 @@ def flux_unet_from(cls: Any, widths: tuple[int, ...]) -> Any:
     net = cls(in_channels=3, out_channels=4, block_out_channels=widths)
     net.latent_conv_in = torch.nn.Conv2d(16, widths[2], kernel_size=1)
     return net
-
-
-def published_padding(rgba: Any) -> Any:
-    import cv2
-
-    colour, alpha = rgba[..., :3] * rgba[..., 3:], rgba[..., 3:]
-    levels = [(colour, alpha)]
-    while min(alpha.shape[:2]) > 1:
-        h, w = alpha.shape[:2]
-        size = (int(w / 1.2), int(h / 1.2))
-        colour = cv2.resize(colour, size, interpolation=cv2.INTER_AREA)
-        alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], 1)
-        levels.append((colour, alpha))
-    fill = levels[-1][0].sum(axis=(0, 1), keepdims=True) / levels[-1][1].sum(axis=(0, 1), keepdims=True).clip(
-        1e-8, 1e32)
-    for colour, alpha in reversed(levels):
-        fill = cv2.resize(fill, (colour.shape[1], colour.shape[0]), interpolation=cv2.INTER_LINEAR)
-        fill = colour + fill.reshape(colour.shape) * (1.0 - alpha)
-    return fill
 
 
 def rgba(size: int, seed: int) -> Any:
@@ -111,7 +69,7 @@ def main() -> None:
     g = torch.Generator().manual_seed(1)
 
     sd = randomized(flux_unet_from(peer.UNet1024, TINY_WIDTHS), 2, 0.1)
-    ours, theirs = load_decoder(sd), peer_decoder(peer, sd, TINY_WIDTHS)
+    ours, theirs = load_decoder(sd), peer_decoder(peer, sd)
     x, z = torch.rand(2, 3, 64, 128, generator=g), torch.randn(2, 16, 8, 16, generator=g)
     figures["decoder_pass_max_diff"] = float((ours(x[:1], z[:1]) - theirs.estimate_single_pass(x[:1], z[:1])).abs().max())
     got = decode_rgba(ours, x.movedim(1, -1), z, augment=True)
@@ -137,8 +95,8 @@ def main() -> None:
         cv2.ipp.setUseIPP(ipp)
 
     widths = (32, 32, 64, 128, 256, 512, 512)  # the published decoder
-    fsd = randomized(flux_unet_from(peer.UNet1024, widths), 4)
-    ours_full, theirs = load_decoder(fsd), peer_decoder(peer, fsd, widths)
+    fsd = randomized(flux_unet_from(peer.UNet1024, widths), 4, 0.02)
+    ours_full, theirs = load_decoder(fsd), peer_decoder(peer, fsd)
     x, z = torch.rand(1, 3, 256, 256, generator=g), torch.randn(1, 16, 32, 32, generator=g)
     runs = 3
     ours_t, theirs_t = [], []

@@ -459,13 +459,9 @@ def ld_vae16(comfy):
 @_pytest.fixture(scope="module")
 def ld_peer(tmp_path_factory):
     """huchenlei/ComfyUI-layerdiffuse's lib_layerdiffusion.models, imported from a temporary unpacked copy."""
-    import importlib
+    from imageinference.testing.layerdiffuse_peers import peer_module
 
-    from imageinference.testing.peers import import_package, unpack
-
-    folder = unpack("ComfyUI-layerdiffuse", tmp_path_factory.mktemp("peer-layerdiffuse"))
-    import_package(folder / "lib_layerdiffusion", "peer_lib_layerdiffusion")
-    return importlib.import_module("peer_lib_layerdiffusion.models")
+    return peer_module(tmp_path_factory.mktemp("peer-layerdiffuse"))
 
 
 def ld_flux_conds():

@@ -20,6 +20,8 @@ import pytest
 import torch
 from comfy_helpers import ld_rgba
 
+from imageinference.testing.layerdiffuse_peers import peer_decoder, published_padding, randomized
+
 ld_files, ld_catalog, ld_vae16, ld_peer = (comfy_helpers.ld_files, comfy_helpers.ld_catalog, comfy_helpers.ld_vae16,
                                            comfy_helpers.ld_peer)
 peer = ld_peer
@@ -30,34 +32,6 @@ def tiny_sd(ld_files):
     import safetensors.torch
 
     return safetensors.torch.load_file(str(ld_files["transparentVae"]))
-
-
-def randomized(module, seed, scale=0.05):
-    """The module's state dict with deterministic random values (biases and norms included)."""
-    g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(v.shape, generator=g) * scale + (1.0 if k.endswith("norm.weight") else 0.0)
-            for k, v in module.state_dict().items()}
-
-
-def peer_decoder(peer, decoder_sd):
-    """The peer's TransparentVAEDecoder, unmodified, over these weights; its UNet1024 is built with the weights'
-    widths and, for 16-channel weights, the FLUX release's latent_conv_in (latent_c=16)."""
-    from imageinference.engines.layerdiffuse.decoder import DecoderConfig
-
-    cfg = DecoderConfig.from_state_dict(decoder_sd)
-    original = peer.UNet1024
-
-    def build(**kw):
-        net = original(block_out_channels=cfg.widths, **kw)
-        if cfg.latent_channels != 4:
-            net.latent_conv_in = torch.nn.Conv2d(cfg.latent_channels, cfg.widths[2], kernel_size=1)
-        return net
-
-    peer.UNet1024 = build
-    try:
-        return peer.TransparentVAEDecoder(decoder_sd, torch.device("cpu"), torch.float32)
-    finally:
-        peer.UNet1024 = original
 
 
 def decoder_part(sd):
@@ -137,26 +111,6 @@ def test_the_encoder_network_is_bit_identical_to_the_peers(peer):
     ours = load_encoder({f"encoder.{k}": v for k, v in sd.items()})  # inside a TransparentVAE file
     with torch.no_grad():
         assert ours.latent_channels == 16 and torch.equal(ours(x), theirs(x))
-
-
-def published_padding(rgba):
-    """lvmin's alpha-pyramid padding, step by step as the published pad_rgb runs it, through OpenCV."""
-    import cv2
-
-    colour, alpha = rgba[..., :3] * rgba[..., 3:], rgba[..., 3:]
-    levels = [(colour, alpha)]
-    while min(alpha.shape[:2]) > 1:
-        h, w = alpha.shape[:2]
-        size = (int(w / 1.2), int(h / 1.2))
-        colour = cv2.resize(colour, size, interpolation=cv2.INTER_AREA)
-        alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], 1)
-        levels.append((colour, alpha))
-    fill = levels[-1][0].sum(axis=(0, 1), keepdims=True) / levels[-1][1].sum(axis=(0, 1), keepdims=True).clip(
-        1e-8, 1e32)
-    for colour, alpha in reversed(levels):
-        fill = cv2.resize(fill, (colour.shape[1], colour.shape[0]), interpolation=cv2.INTER_LINEAR)
-        fill = colour + fill.reshape(colour.shape) * (1.0 - alpha)
-    return fill
 
 
 @pytest.fixture
