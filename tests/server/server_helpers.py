@@ -198,3 +198,61 @@ def local_address():
         except OSError:
             return None
     return None if ipaddress.ip_address(ip).is_loopback else ip
+
+
+# ---------------------------------------------------------------- a local HTTP receiver (webhooks, upload PUTs)
+class HttpReceiver:
+    """A local HTTP server (a thread) that records every POST and PUT and answers 500 to the first `fail` of them,
+    200 after. `base` is its root URL, `url` its /hook path."""
+
+    def __init__(self, fail=0):
+        import http.server
+        import threading
+
+        self.requests, self.fail, self.lock = [], fail, threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _any(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with outer.lock:
+                    outer.requests.append((self.command, self.path, self.headers.get("Content-Type"), body))
+                    status = 500 if len(outer.requests) <= outer.fail else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_PUT = _any
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.url = self.base + "/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def bodies(self):
+        """The JSON bodies received so far, in order."""
+        import json
+
+        with self.lock:
+            return [json.loads(body) for _method, _path, _type, body in self.requests]
+
+    def per_task(self):
+        """How many results and errors each taskUUID was posted with."""
+        counts = {}
+        for body in self.bodies:
+            for item in body.get("data", []) + body.get("errors", []):
+                counts[item["taskUUID"]] = counts.get(item["taskUUID"], 0) + 1
+        return counts
+
+    def wait(self, count, timeout=120):
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.requests
+
+    def close(self):
+        self.httpd.shutdown()

@@ -2,16 +2,14 @@
 allowed: every task needs the key; webhooks and uploadEndpoint PUTs reach local test receivers, with retries."""
 
 import base64
-import http.server
 import io
 import json
 import os
-import threading
 import time
 
 import pytest
 from PIL import Image
-from server_helpers import local_address
+from server_helpers import HttpReceiver, local_address
 
 from imageinference.server.client import EndpointClient, WsClient, image_task, new_uuid, run
 from imageinference.server.localrun import endpoint_server
@@ -28,40 +26,6 @@ def keyed(tiny_models_root, tmp_path_factory):
     with endpoint_server(tmp_path_factory.mktemp("keyed"), tiny_models_root, env,
                          ["--listen", "0.0.0.0"]) as srv:
         yield srv
-
-
-class Receiver:
-    """A local HTTP receiver (a thread) that answers 500 to the first `fail` requests."""
-
-    def __init__(self, fail=0):
-        self.requests, self.fail = [], fail
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _any(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                outer.requests.append((self.command, self.path, self.headers.get("Content-Type"), body))
-                self.send_response(500 if len(outer.requests) <= outer.fail else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_POST = do_PUT = _any
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def wait(self, count, timeout=120):
-        deadline = time.monotonic() + timeout
-        while len(self.requests) < count and time.monotonic() < deadline:
-            time.sleep(0.1)
-        return self.requests
-
-    def close(self):
-        self.httpd.shutdown()
 
 
 def test_the_start_line_says_key_protected(keyed):
@@ -155,10 +119,10 @@ def test_body_and_image_size_limits(keyed):
 
 def test_a_webhook_gets_one_post_per_result_retried_until_accepted(keyed):
     client = EndpointClient(keyed.url, KEY)
-    rx = Receiver(fail=1)
+    rx = HttpReceiver(fail=1)
     try:
         # a negative prompt at CFGScale 1 is ignored: each POST carries that warning, as REST sync would
-        task = image_task(MODEL, numberResults=2, seed=3, webhookURL=rx.url + "/hook?token=t1",
+        task = image_task(MODEL, numberResults=2, seed=3, webhookURL=rx.base + "/hook?token=t1",
                           negativePrompt="blurry", CFGScale=1)
         status, body = client.post([task])
         assert status == 200 and body == {"data": [{"taskType": "imageInference", "taskUUID": task["taskUUID"]}]}
@@ -177,9 +141,9 @@ def test_a_webhook_gets_one_post_per_result_retried_until_accepted(keyed):
 
 def test_upload_endpoint_gets_the_raw_image_bytes(keyed):
     client = EndpointClient(keyed.url, KEY)
-    rx = Receiver()
+    rx = HttpReceiver()
     try:
-        task = image_task(MODEL, outputFormat="PNG", uploadEndpoint=rx.url + "/bucket/object.png?sig=abc")
+        task = image_task(MODEL, outputFormat="PNG", uploadEndpoint=rx.base + "/bucket/object.png?sig=abc")
         status, body = client.post([task])
         assert status == 200, body
         (item,) = body["data"]
@@ -192,9 +156,9 @@ def test_upload_endpoint_gets_the_raw_image_bytes(keyed):
 
 
 def test_a_failing_upload_endpoint_is_the_results_error(keyed):
-    rx = Receiver(fail=100)
+    rx = HttpReceiver(fail=100)
     try:
-        task = image_task(MODEL, uploadEndpoint=rx.url + "/put")
+        task = image_task(MODEL, uploadEndpoint=rx.base + "/put")
         status, body = EndpointClient(keyed.url, KEY).post([task])
         assert status == 400 and body["errors"][0]["code"] == "uploadFailed"
         assert len(rx.requests) == 6  # IMAGEINFERENCE_WEBHOOK_ATTEMPTS (default 6)

@@ -1,37 +1,15 @@
 """Durability: after ComfyUI restarts, finished results are still there and unfinished tasks answer an error
 (and tell their webhook), never silence. Also: with no key, clients that are not on loopback are refused."""
 
-import http.server
-import json
-import threading
 import time
 
 import pytest
+from server_helpers import HttpReceiver, local_address
 
 from imageinference.server.client import EndpointClient, WsClient, image_task, run
 from imageinference.server.localrun import prepare
 
 MODEL = "test:sd15@1"
-
-
-class Receiver:
-    def __init__(self):
-        self.bodies = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                outer.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +25,7 @@ def restartable(tiny_models_root, tmp_path_factory):
 
 def test_results_survive_a_restart_and_unfinished_tasks_answer_an_error(restartable):
     client = EndpointClient(restartable.url)
-    rx = Receiver()
+    rx = HttpReceiver()
     finished = image_task(MODEL, seed=1)
     status, before = client.post([finished])
     assert status == 200, before
@@ -80,11 +58,10 @@ def test_results_survive_a_restart_and_unfinished_tasks_answer_an_error(restarta
         assert status == 200 and body["data"][0]["taskUUID"] == again["taskUUID"]
         assert body["errors"][0]["code"] == "conflictTaskUUID"
     finally:
-        rx.httpd.shutdown()
+        rx.close()
 
 
 def test_without_a_key_only_loopback_clients_are_answered(restartable):
-    from server_helpers import local_address
 
     log = restartable.log_path.read_text(errors="replace")
     assert "NO API KEY: answering loopback clients only" in log

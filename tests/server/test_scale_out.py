@@ -5,17 +5,14 @@ Redis restarted keeps queued and finished tasks; Redis stopped is answered servi
 fleet recovers; the official SDKs work against A while B and C run the tasks. Every process started here is
 stopped by its PID; every wait is bounded."""
 
-import http.server
-import json
 import os
 import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
-from server_helpers import RedisServer
+from server_helpers import HttpReceiver, RedisServer
 
 from imageinference.comfyui.server_process import ComfyServer
 from imageinference.server.client import EndpointClient, WsClient, image_task, new_uuid, run
@@ -24,38 +21,6 @@ from imageinference.testing.tiny_models import link_models
 
 MODEL = "test:sd15@1"
 TAKEOVER_S = 6
-
-
-class Hooks:
-    """A webhook receiver (a thread): every POST body."""
-
-    def __init__(self):
-        self.bodies, self.lock = [], threading.Lock()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer.lock:
-                    outer.bodies.append(body)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def per_task(self):
-        with self.lock:
-            counts = {}
-            for body in self.bodies:
-                for item in body.get("data", []) + body.get("errors", []):
-                    counts[item["taskUUID"]] = counts.get(item["taskUUID"], 0) + 1
-            return counts
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +69,7 @@ def test_the_fleet_starts_and_says_so(fleet):
 
 def test_a_burst_round_robin_to_two_instances_is_delivered_exactly_once(fleet):
     store, servers = fleet
-    hooks = Hooks()
+    hooks = HttpReceiver()
     try:
         a, b, c = (client(servers, n) for n in "ABC")
         tasks = [image_task(MODEL, deliveryMethod="async", seed=1234, webhookURL=hooks.url) for _ in range(200)]
@@ -139,7 +104,7 @@ def test_a_burst_round_robin_to_two_instances_is_delivered_exactly_once(fleet):
             url = servers[name].url + item["imageURL"].split(str(servers[runners[0]].port), 1)[1]
             assert client(servers, name).get(url)[0] == 200, name
     finally:
-        hooks.httpd.shutdown()
+        hooks.close()
 
 
 def test_sync_answers_websocket_frames_and_uploads_cross_instances(fleet):
@@ -177,7 +142,7 @@ def test_sync_answers_websocket_frames_and_uploads_cross_instances(fleet):
 
 def test_a_worker_killed_mid_task_is_taken_over_and_delivered_once(fleet):
     store, servers = fleet
-    hooks = Hooks()
+    hooks = HttpReceiver()
     try:
         a = client(servers, "A", timeout_s=600)
         slow = image_task(MODEL, steps=40, seed=901)
@@ -209,7 +174,7 @@ def test_a_worker_killed_mid_task_is_taken_over_and_delivered_once(fleet):
         time.sleep(2.0)
         assert hooks.per_task() == {hooked["taskUUID"]: 1}  # one POST, whichever instance ran it first
     finally:
-        hooks.httpd.shutdown()
+        hooks.close()
 
 
 def test_redis_restarted_keeps_finished_and_queued_tasks(fleet):
