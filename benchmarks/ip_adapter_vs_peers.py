@@ -18,14 +18,9 @@ from pathlib import Path
 
 from common import db, write_results
 
-WEIGHT_TYPES = ["normal", "ease_in", "ease_out", "ease_in_out", "weak_input", "weak_output", "weak_middle",
-                "strong_middle", "style_transfer", "composition", "strong_style_transfer", "style_and_composition",
-                "strong_style_and_composition"]
-SCALINGS = ["only_v", "kv", "kv_penalty_c", "k_mean_v_penalty_c"]
-COMBINES = ["concat", "add", "subtract", "average", "norm_average"]
-
 
 def sd_cases(base: str) -> list:
+    from imageinference.engines.ipadapter.options import COMBINE_METHODS, EMBED_SCALINGS, WEIGHT_TYPES
     from imageinference.testing.ipadapter_peers import Setting
 
     projections = ("plain", "light", "plus", "full-face", "vit-g") if base == "sd15" else ("plain", "vit-g", "plus")
@@ -33,9 +28,9 @@ def sd_cases(base: str) -> list:
     return [
         *((name, Setting()) for name in projections),
         *(("plain", Setting(weight_type=t, composition=0.4 if "composition" in t else None)) for t in WEIGHT_TYPES),
-        *((name, Setting(weight=0.6, embed_scaling=e)) for name in ("plain", "plus") for e in SCALINGS),
+        *((name, Setting(weight=0.6, embed_scaling=e)) for name in ("plain", "plus") for e in EMBED_SCALINGS),
         *((name, Setting(combine=m, images=images if name == "plain" else 2)) for name in ("plain", "plus")
-          for m in COMBINES),
+          for m in COMBINE_METHODS),
         *((name, Setting(embed_scaling="k_mean_v_penalty_c", images=images if name == "plain" else 2))
           for name in ("plain", "plus")),
         *(("plain", Setting(weight=w)) for w in (0.0, 1.0, -1.0, 2.0)),

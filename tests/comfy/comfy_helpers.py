@@ -383,6 +383,18 @@ def close(got, want, rel=2e-3):
     return (got - want).norm().item() <= rel * max(want.norm().item(), 1e-6)
 
 
+@_pytest.fixture(scope="module")
+def cubiq(comfy, tmp_path_factory):
+    """cubiq's ComfyUI_IPAdapter_plus from its vendored archive, for the side-by-side tests."""
+    from imageinference.testing.ipadapter_peers import Cubiq
+    from imageinference.testing.peers import PeerMissing
+
+    try:
+        return Cubiq(tmp_path_factory.mktemp("peers"))
+    except PeerMissing as exc:  # the archive is on every machine of this project
+        _pytest.skip(f"PEER ARCHIVE MISSING: {exc}")
+
+
 # ---------------------------------------------------------------- LayerDiffuse
 # The tiny LayerDiffuse LoRA and transparent VAE (imageinference/testing/tiny_layerdiffuse.py) under the documented
 # AIRs in the session catalog, the tiny FLUX and its 16-channel VAE, and the reference implementation's module

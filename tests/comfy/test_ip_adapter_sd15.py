@@ -27,14 +27,12 @@ from comfy_helpers import ipa_guide as guide
 from comfy_helpers import ipa_sample as sample
 from comfy_helpers import ipa_weights as weights
 
+from imageinference.engines.ipadapter.options import COMBINE_METHODS, EMBED_SCALINGS, WEIGHT_TYPES
+
 ipa_models = comfy_helpers.ipa_models  # fixtures
 ipa_nodes = comfy_helpers.ipa_nodes
 ipa_sd15 = comfy_helpers.ipa_sd15
 ipa_vitl = comfy_helpers.ipa_vitl
-
-WEIGHT_TYPES = ["normal", "ease_in", "ease_out", "ease_in_out", "weak_input", "weak_output", "weak_middle",
-                "strong_middle", "style_transfer", "composition", "strong_style_transfer", "style_and_composition",
-                "strong_style_and_composition"]
 
 
 def test_weight_zero_is_bit_identical_and_a_weight_changes_the_image(ipa_nodes, ipa_sd15):
@@ -83,7 +81,7 @@ def test_each_weight_type_changes_exactly_the_blocks_its_schedule_names(ipa_node
                 assert close(call["image_term"], want), (weight_type, call["key"])
 
 
-@pytest.mark.parametrize("scaling", ["only_v", "kv", "kv_penalty_c", "k_mean_v_penalty_c"])
+@pytest.mark.parametrize("scaling", EMBED_SCALINGS)
 def test_embed_scaling_formulas(ipa_nodes, ipa_sd15, ipa_models, ipa_vitl, scaling):
     model, _clip, _vae, pos, neg = ipa_sd15
     sd = weights(ipa_models["ipadapter_sd15"])
@@ -108,7 +106,7 @@ def combined(e, method):
     return ((e0 / norm + e1 / norm) / 2)[None]
 
 
-@pytest.mark.parametrize("method", ["concat", "add", "subtract", "average", "norm_average"])
+@pytest.mark.parametrize("method", COMBINE_METHODS)
 def test_combine_methods_equal_the_reference_formulas(ipa_nodes, ipa_sd15, ipa_models, ipa_vitl, method):
     model, _clip, _vae, pos, neg = ipa_sd15
     sd = weights(ipa_models["ipadapter_sd15"])

@@ -13,6 +13,7 @@ from comfy_helpers import ipa_sample as sample
 from comfy_helpers import ipa_weights as weights
 
 from imageinference.contract.errors import ContractError
+from imageinference.engines.ipadapter.options import WEIGHT_TYPES
 
 ipa_models = comfy_helpers.ipa_models  # fixtures
 ipa_nodes = comfy_helpers.ipa_nodes
@@ -20,9 +21,6 @@ ipa_sd15 = comfy_helpers.ipa_sd15
 ipa_sdxl = comfy_helpers.ipa_sdxl
 ipa_vitl = comfy_helpers.ipa_vitl
 
-WEIGHT_TYPES = ["normal", "ease_in", "ease_out", "ease_in_out", "weak_input", "weak_output", "weak_middle",
-                "strong_middle", "style_transfer", "composition", "strong_style_transfer", "style_and_composition",
-                "strong_style_and_composition"]
 
 
 def test_sdxl_weight_zero_is_bit_identical_and_the_adapter_patches_every_layer(ipa_nodes, ipa_sdxl):

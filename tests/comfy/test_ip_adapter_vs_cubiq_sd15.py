@@ -17,41 +17,27 @@ import pytest
 import torch
 from comfy_helpers import attn2_modules
 
+from imageinference.engines.ipadapter.options import COMBINE_METHODS, EMBED_SCALINGS, WEIGHT_TYPES
 from imageinference.testing.ipadapter_peers import Setting, guide_photos, side_by_side, unet_sample
 from imageinference.testing.photos import long_prompt
 
 ipa_sd15 = comfy_helpers.ipa_sd15  # fixtures
 ipa_models = comfy_helpers.ipa_models
 ipa_nodes = comfy_helpers.ipa_nodes
+cubiq = comfy_helpers.cubiq
 
-WEIGHT_TYPES = ["normal", "ease_in", "ease_out", "ease_in_out", "weak_input", "weak_output", "weak_middle",
-                "strong_middle", "style_transfer", "composition", "strong_style_transfer", "style_and_composition",
-                "strong_style_and_composition"]
-SCALINGS = ["only_v", "kv", "kv_penalty_c", "k_mean_v_penalty_c"]
-COMBINES = ["concat", "add", "subtract", "average", "norm_average"]
 
 CASES = [
     *((name, Setting()) for name in ("plain", "light", "plus", "full-face", "vit-g")),
     *(("plain", Setting(weight_type=t, composition=0.4 if "composition" in t else None)) for t in WEIGHT_TYPES),
-    *((name, Setting(weight=0.6, embed_scaling=e)) for name in ("plain", "plus") for e in SCALINGS),
-    *(("plain", Setting(combine=m, images=3)) for m in COMBINES),
-    *(("plus", Setting(combine=m, images=2)) for m in COMBINES),
+    *((name, Setting(weight=0.6, embed_scaling=e)) for name in ("plain", "plus") for e in EMBED_SCALINGS),
+    *(("plain", Setting(combine=m, images=3)) for m in COMBINE_METHODS),
+    *(("plus", Setting(combine=m, images=2)) for m in COMBINE_METHODS),
     ("plain", Setting(embed_scaling="k_mean_v_penalty_c", images=3)),
     ("plus", Setting(embed_scaling="k_mean_v_penalty_c", images=2)),
     *(("plain", Setting(weight=w)) for w in (0.0, 1.0, -1.0, 2.0)),
     *(("vit-g", Setting(weight=w, embed_scaling="only_v")) for w in (-1.0, 2.0)),
 ]
-
-
-@pytest.fixture(scope="module")
-def cubiq(comfy, tmp_path_factory):
-    from imageinference.testing.ipadapter_peers import Cubiq
-    from imageinference.testing.peers import PeerMissing
-
-    try:
-        return Cubiq(tmp_path_factory.mktemp("peers"))
-    except PeerMissing as exc:  # the archive is on every machine of this project
-        pytest.skip(f"PEER ARCHIVE MISSING: {exc}")
 
 
 @pytest.fixture(scope="module")

@@ -7,35 +7,23 @@ for every setting; `middleBlock` on (the middle block's 10 layers patched, which
 differs, as shown below.
 """
 
+import comfy_helpers
 import pytest
 import torch
 
+from imageinference.engines.ipadapter.options import COMBINE_METHODS, EMBED_SCALINGS, WEIGHT_TYPES
 from imageinference.testing.ipadapter_peers import Setting, guide_photos, side_by_side, unet_sample
 
-WEIGHT_TYPES = ["normal", "ease_in", "ease_out", "ease_in_out", "weak_input", "weak_output", "weak_middle",
-                "strong_middle", "style_transfer", "composition", "strong_style_transfer", "style_and_composition",
-                "strong_style_and_composition"]
+cubiq = comfy_helpers.cubiq  # fixture
 
 CASES = [
     *((name, Setting()) for name in ("plain", "vit-g", "plus")),
     *(("plain", Setting(weight_type=t, composition=0.4 if "composition" in t else None)) for t in WEIGHT_TYPES),
-    *(("plain", Setting(weight=0.6, embed_scaling=e)) for e in ("only_v", "kv", "kv_penalty_c",
-                                                                "k_mean_v_penalty_c")),
+    *(("plain", Setting(weight=0.6, embed_scaling=e)) for e in EMBED_SCALINGS),
     ("plus", Setting(weight=0.6, embed_scaling="k_mean_v_penalty_c", images=2)),
-    *(("plain", Setting(combine=m, images=2)) for m in ("concat", "add", "subtract", "average", "norm_average")),
+    *(("plain", Setting(combine=m, images=2)) for m in COMBINE_METHODS),
     *(("plain", Setting(weight=w)) for w in (0.0, 1.0, -1.0, 2.0)),
 ]
-
-
-@pytest.fixture(scope="module")
-def cubiq(comfy, tmp_path_factory):
-    from imageinference.testing.ipadapter_peers import Cubiq
-    from imageinference.testing.peers import PeerMissing
-
-    try:
-        return Cubiq(tmp_path_factory.mktemp("peers"))
-    except PeerMissing as exc:  # the archive is on every machine of this project
-        pytest.skip(f"PEER ARCHIVE MISSING: {exc}")
 
 
 @pytest.fixture(scope="module")
