@@ -21,6 +21,7 @@ import logging
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 from ..comfyui.env import comfyui_path
 from ..comfyui.runtime import use_inprocess_comfyui
@@ -127,14 +128,10 @@ def plain_adapter(widths: list[int], context: int, embeds: int, seed: int, token
     return sd
 
 
-def plus_adapter(widths: list[int], context: int, hidden: int, seed: int, dim: int | None = None, heads: int = 12,
-                 depth: int = 4, queries: int = 16) -> dict:
-    """The perceiver-resampler layout (plus, plus-face): the released files have depth 4, 64-wide heads, 16
-    queries; SD1.5 dim 768 (12 heads), SDXL dim 1280 (20 heads)."""
+def _resampler(gen: Any, queries: int, dim: int, hidden: int, context: int, heads: int, depth: int) -> dict:
+    """A perceiver resampler's `image_proj.*` tensors (64-wide heads), drawn from `gen` in one fixed order."""
     import torch
 
-    gen = torch.Generator().manual_seed(seed)
-    dim = dim or context
     inner = heads * 64
     sd: dict = {"image_proj.latents": torch.randn(1, queries, dim, generator=gen) / math.sqrt(dim)}
     _put(sd, "image_proj.proj_in", _linear(gen, dim, hidden))
@@ -150,6 +147,17 @@ def plus_adapter(widths: list[int], context: int, hidden: int, seed: int, dim: i
         _put(sd, f"{p}.1.0", _norm(dim))
         _put(sd, f"{p}.1.1", _linear(gen, 4 * dim, dim, bias=False))
         _put(sd, f"{p}.1.3", _linear(gen, dim, 4 * dim, bias=False))
+    return sd
+
+
+def plus_adapter(widths: list[int], context: int, hidden: int, seed: int, dim: int | None = None, heads: int = 12,
+                 depth: int = 4, queries: int = 16) -> dict:
+    """The perceiver-resampler layout (plus, plus-face): the released files have depth 4, 64-wide heads, 16
+    queries; SD1.5 dim 768 (12 heads), SDXL dim 1280 (20 heads)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    sd = _resampler(gen, queries, dim or context, hidden, context, heads, depth)
     _attention_layers(sd, gen, widths, context)
     return sd
 
@@ -224,21 +232,7 @@ def build_sd15_plus(dest: Path, root: Path, depth: int = 2, heads: int = 12, que
     import torch
 
     gen = torch.Generator().manual_seed(2202)
-    dim, inner = SD15_CONTEXT, heads * 64
-    sd: dict = {"image_proj.latents": torch.randn(1, queries, dim, generator=gen) / math.sqrt(dim)}
-    _put(sd, "image_proj.proj_in", _linear(gen, dim, VITL_HIDDEN))
-    _put(sd, "image_proj.proj_out", _linear(gen, SD15_CONTEXT, dim))
-    _put(sd, "image_proj.norm_out", _norm(SD15_CONTEXT))
-    for i in range(depth):
-        p = f"image_proj.layers.{i}"
-        _put(sd, f"{p}.0.norm1", _norm(dim))
-        _put(sd, f"{p}.0.norm2", _norm(dim))
-        _put(sd, f"{p}.0.to_q", _linear(gen, inner, dim, bias=False))
-        _put(sd, f"{p}.0.to_kv", _linear(gen, 2 * inner, dim, bias=False))
-        _put(sd, f"{p}.0.to_out", _linear(gen, dim, inner, bias=False))
-        _put(sd, f"{p}.1.0", _norm(dim))
-        _put(sd, f"{p}.1.1", _linear(gen, 4 * dim, dim, bias=False))
-        _put(sd, f"{p}.1.3", _linear(gen, dim, 4 * dim, bias=False))
+    sd = _resampler(gen, queries, SD15_CONTEXT, VITL_HIDDEN, SD15_CONTEXT, heads, depth)
     _sd15_layers(sd, gen, root)
     _save(sd, dest, torch.float16, {"imageinference": "tiny random IP-Adapter, SD1.5 plus layout, ViT-L"})
 
