@@ -226,7 +226,7 @@ def test_redis_stopped_is_answered_at_once_and_the_fleet_recovers(fleet):
 
 
 def test_the_official_sdks_against_an_instance_while_another_runs_the_tasks(fleet):
-    from test_endpoint_sdks import JS, KEY, LEGACY_SDK, NEW_SDK, check_images, js_sdk, python_sdk, run_script
+    from sdk_helpers import JS, KEY, LEGACY_SDK, NEW_SDK, check_images, js_sdk, python_sdk, run_script
 
     store, servers = fleet
     http_url = servers["A"].url + "/imageinference/v1"
