@@ -52,6 +52,16 @@ def _as_kind(state: State, kind: Kind) -> State:
     return state
 
 
+def _image_tokens(x: torch.Tensor, kind: Kind, stack_input: State) -> torch.Tensor:
+    """The image stream of a block's state. When the first blocks end inside FLUX's single-stream blocks (a model
+    with fewer double blocks than `first`), their sequence starts with the text tokens; the change the caches
+    measure is the image's, as First Block Cache's and DBCache's references measure it."""
+    txt = stack_input.get("txt")
+    if kind == "single" and txt is not None:
+        return x[:, txt.shape[1]:]
+    return x
+
+
 def _clone(state: State) -> State:
     return {k: (v.detach().clone() if v is not None else None) for k, v in state.items()}
 
@@ -175,6 +185,7 @@ class CacheRun:
                 base = _as_kind(fwd.stack_input, kind)["img"]
                 assert base is not None
                 indicator = (img - base).detach()
+            indicator = _image_tokens(indicator, kind, fwd.stack_input or {})
             change = rel_l1(indicator, chunk.reference) if chunk.reference is not None else float("inf")
             wants = change < self.config.threshold
         cached = chunk.residual is not None
