@@ -29,11 +29,11 @@ SIZE = 320
 FACES = ((5, 5, 1.0), (13, 12, 0.85))  # detector cells (column, row, level); the brighter is detailed first
 SEED = 7
 PAD, BLUR, CONTEXT = 4, 4, 25  # 4 + 4 + 25 = 33: Impact's 3 x box on these boxes
-OUR_SETTINGS = {"confidence": 0.5, "maskPadding": PAD, "maskBlur": BLUR, "inpaintSize": 200, "steps": 2,
+OUR_SETTINGS = {"confidence": 0.5, "maskPadding": PAD, "maskBlur": BLUR, "inpaintSize": 128, "steps": 2,
                 "CFGScale": 5.0, "strength": 0.5, "scheduler": "Euler", "contextPadding": CONTEXT,
                 "minRegionSize": 10}
-IMPACT_SETTINGS = {"bbox_threshold": 0.5, "bbox_dilation": 2 * PAD + 1, "feather": BLUR, "guide_size": 200.0,
-                   "guide_size_for": False, "max_size": 200.0, "steps": 2, "cfg": 5.0, "denoise": 0.5,
+IMPACT_SETTINGS = {"bbox_threshold": 0.5, "bbox_dilation": 2 * PAD + 1, "feather": BLUR, "guide_size": 128.0,
+                   "guide_size_for": False, "max_size": 128.0, "steps": 2, "cfg": 5.0, "denoise": 0.5,
                    "sampler_name": "euler", "scheduler": "normal", "bbox_crop_factor": 3.0, "drop_size": 10,
                    "noise_mask": True, "noise_mask_feather": 0, "force_inpaint": True, "cycle": 1,
                    "inpaint_model": False, "wildcard": "", "sam_detection_hint": "center-1", "sam_dilation": 0,

@@ -145,8 +145,8 @@ def test_a_worker_killed_mid_task_is_taken_over_and_delivered_once(fleet):
     hooks = HttpReceiver()
     try:
         a = client(servers, "A", timeout_s=600)
-        slow = image_task(MODEL, steps=40, seed=901)
-        hooked = image_task(MODEL, steps=40, seed=902, webhookURL=hooks.url)
+        slow = image_task(MODEL, steps=20, seed=901)
+        hooked = image_task(MODEL, steps=20, seed=902, webhookURL=hooks.url)
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(a.post, [slow])
             assert a.post([hooked])[0] == 200
