@@ -237,7 +237,7 @@ def trained_unet() -> Any:
     _randomize(net, SEED)
     with torch.no_grad():
         net.out[-1].weight.mul_(0.1)
-    data, _mean, _std = _images_to_latents(train_flow.procedural_images(2048, SEED))
+    data, _mean, _std = _images_to_latents(train_flow.procedural_images(2048, SEED)[0])
     cond = _cond(SEED + 2, 0.1)[0][0]
     opt = torch.optim.AdamW(net.parameters(), lr=4e-4, weight_decay=0.0)
     g = torch.Generator().manual_seed(SEED + 3)
@@ -268,7 +268,7 @@ def scenario_t() -> Scenario:
     import train_flow
 
     model = trained_unet()
-    _data, mean, std = _images_to_latents(train_flow.procedural_images(2048, SEED))
+    _data, mean, std = _images_to_latents(train_flow.procedural_images(2048, SEED)[0])
     back = torch.linalg.pinv(_lift())  # (3, 4)
 
     def decode(z: Any) -> Any:
@@ -300,7 +300,7 @@ def run_scenario(sc: Scenario, quick: bool, peer: Any) -> tuple[list[Row], list[
                             psnr(img, base)))
             print(_fmt(rows[-1]), flush=True)
     intervals, branches = ((2, 4), (0, 5)) if quick else (INTERVALS, BRANCHES)
-    images = {}
+    images = {"-": base}
     for interval in intervals:
         for branch in branches:
             img, seconds, (full, shallow, blocks, fl) = sample(sc, deep_cache(sc.model, interval, branch), flops)
@@ -342,6 +342,9 @@ def peer_pairs(sc: Scenario, rows: list[Row], images: dict[str, Any], peer: Any,
     helper, quad = peer
     unet = diffusers_unet(sc.model, sc.unet_config)
     peer_base, _ = sample_peer(sc, HelperRun(helper, unet, sc.model, 1, 0))
+    # the two UNet implementations uncached: how far apart they are before any caching
+    uncached_agreement = db(psnr(peer_base, images["-"])) if "-" in images else None
+    print(f"{sc.name} peer uncached: the two implementations' images agree to {uncached_agreement} dB", flush=True)
     settings = [(i, b, None) for i, b in (PEER_SETTINGS[:2] if quick else PEER_SETTINGS)]
     settings += [(i, 0, (c, p)) for i, c, p in NON_UNIFORM]
     out = []
@@ -357,7 +360,8 @@ def peer_pairs(sc: Scenario, rows: list[Row], images: dict[str, Any], peer: Any,
         pair = {"scenario": sc.name, "setting": setting, "peer_full": full, "peer_shallow": len(run.middle_ran) - full,
                 "ours_full": mine.full, "ours_shallow": mine.shallow, "flops": round(mine.flops, 3),
                 "peer_psnr": db(psnr(img, peer_base)), "ours_psnr": db(mine.psnr),
-                "agreement_psnr": db(psnr(img, images[setting])), "peer_seconds": round(seconds, 3)}
+                "agreement_psnr": db(psnr(img, images[setting])), "uncached_agreement_psnr": uncached_agreement,
+                "peer_seconds": round(seconds, 3)}
         out.append(pair)
         print(f"{sc.name} peer {setting:60s} forwards {full:2d}+{pair['peer_shallow']:2d} (ours {mine.full}+"
               f"{mine.shallow}) {pair['peer_psnr']} dB (ours {pair['ours_psnr']} dB); the two images agree to "
@@ -412,6 +416,8 @@ def figures_of(rows: list[Row], pairs: list[dict[str, Any]], names: list[str]) -
         figures[f"{name}.peer_pairs"] = len(mine)
         figures[f"{name}.peer_same_forwards"] = sum(p["peer_full"] == p["ours_full"] and
                                                    p["peer_shallow"] == p["ours_shallow"] for p in mine)
+        if mine and mine[0]["uncached_agreement_psnr"] is not None:
+            figures[f"{name}.peer_uncached_agreement_db"] = mine[0]["uncached_agreement_psnr"]
         agreement = [p["agreement_psnr"] for p in mine if p["agreement_psnr"] is not None]
         if agreement:
             figures[f"{name}.peer_agreement_min_db"] = min(agreement)
