@@ -8,23 +8,23 @@ The peers copy ComfyUI's FLUX forward, and ComfyUI 0.8.0's FLUX double blocks ad
 the tensor the peers keep as "the input of the blocks" is overwritten (the residual they cache misses the double
 blocks); the equality is therefore shown with a block replacement that hands each double block a copy of its input
 (the peers' own forwards honour ComfyUI's block replacements), and a test below shows the alias and its effect as
-shipped. Models, runs and the peers' fixtures: comfy_helpers (step caches section)."""
+shipped. Models, runs and the peers' fixtures: step_cache_helpers."""
 
-import comfy_helpers
 import pytest
+import step_cache_helpers
 import torch
-from comfy_helpers import CACHE_FLUX_COND as FLUX_COND
-from comfy_helpers import CACHE_WIDGETS as WIDGETS
-from comfy_helpers import cache_cond as cond
-from comfy_helpers import cache_run as run
-from comfy_helpers import cache_skipped as skipped
+from step_cache_helpers import CACHE_FLUX_COND as FLUX_COND
+from step_cache_helpers import CACHE_WIDGETS as WIDGETS
+from step_cache_helpers import cache_cond as cond
+from step_cache_helpers import cache_run as run
+from step_cache_helpers import cache_skipped as skipped
 
 from imageinference.testing.cache_peers import copying_double_blocks
 
-cache_flux = comfy_helpers.cache_flux  # fixtures
-cache_flux_one_double = comfy_helpers.cache_flux_one_double
-cache_sd3 = comfy_helpers.cache_sd3
-wavespeed = comfy_helpers.wavespeed
+cache_flux = step_cache_helpers.cache_flux  # fixtures
+cache_flux_one_double = step_cache_helpers.cache_flux_one_double
+cache_sd3 = step_cache_helpers.cache_sd3
+wavespeed = step_cache_helpers.wavespeed
 
 
 def ours_fbcache(model, threshold, hits, **options):
