@@ -9,4 +9,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/browser.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/redis.sh"
 cd "$ROOT"
+# The whole suite runs on one worker per core (at most 4; IMAGEINFERENCE_TEST_WORKERS overrides), each test module
+# on one worker, so the servers and models a module shares stay in its process; any argument (a test file, -x, ...)
+# runs exactly what it says on one process instead.
+if [ "$#" -eq 0 ]; then
+  cores="$(nproc 2>/dev/null || echo 1)"
+  workers="${IMAGEINFERENCE_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}"
+  if [ "$workers" -gt 1 ]; then set -- -n "$workers" --dist loadfile; fi
+fi
 exec "$PY" -m pytest "$@"

@@ -20,7 +20,12 @@ SKIP_LINE = (f"ComfyUI NOT FOUND at {COMFY_ROOT} (set COMFYUI_PATH): the in-proc
              "test layers are SKIPPED")
 _layer_counts = {"comfy": 0, "server": 0, "browser": 0}
 _refused_skips: list[str] = []
-_layer_of: dict[str, str] = {}  # test node id -> its layer (the folder under tests/)
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several workers share the cores: one thread each (inherited by the servers they start), else their thread
+    # pools oversubscribe the machine and every torch call slows down many times over.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 ALLOWED_SKIPS = (
     # Conditions that hold on no machine of this project (each has a non-loopback IPv4 address, reaches PyPI and
@@ -49,7 +54,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         rel = Path(str(item.fspath)).resolve().relative_to(here.resolve())
         layer = rel.parts[0]
-        _layer_of[item.nodeid] = layer
         if layer in ("comfy", "server", "browser"):
             item.add_marker(getattr(pytest.mark, layer))
             if not COMFY_FOUND:
@@ -58,8 +62,14 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(no_browser)
 
 
+def _layer(nodeid: str) -> str:
+    """The folder under tests/ (from the node id: with pytest-xdist the controlling process collects nothing)."""
+    parts = nodeid.split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == "tests" else ""
+
+
 def pytest_runtest_logreport(report):
-    layer = _layer_of.get(report.nodeid)
+    layer = _layer(report.nodeid)
     if report.when == "call" and report.passed and layer in _layer_counts:
         _layer_counts[layer] += 1
     if report.skipped and layer in ("comfy", "server"):

@@ -2,6 +2,8 @@
 ~/.cache/imageinference-nodes/sdk-js), and the scripts the SDK tests run with them (test_endpoint_sdks.py on one
 server, test_scale_out.py against a fleet). Installing skips, saying why, only when the registry cannot be reached."""
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -25,7 +27,21 @@ def _unreachable(output: str) -> bool:
     return any(w in output for w in words)
 
 
+@contextlib.contextmanager
+def _installing(what: str):
+    """One installer at a time per SDK: test modules on parallel workers may ask for the same SDK at once."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f".{what}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def python_sdk(name: str) -> Path:
+    with _installing(f"sdk-venv-{name}"):
+        return _python_sdk(name)
+
+
+def _python_sdk(name: str) -> Path:
     venv = CACHE / "sdk-venvs" / name
     python = venv / "bin" / "python"
     probe = f"import runware, importlib.metadata as m; print(m.version({name!r}))"
@@ -44,6 +60,11 @@ def python_sdk(name: str) -> Path:
 
 
 def js_sdk() -> Path:
+    with _installing("sdk-js"):
+        return _js_sdk()
+
+
+def _js_sdk() -> Path:
     project = CACHE / "sdk-js"
     node = shutil.which("node")
     npm = shutil.which("npm")
