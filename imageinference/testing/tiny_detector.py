@@ -24,13 +24,14 @@ tests/server/test_face_detailer_vs_impact.py).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from .tiny_models import cache_root
+from .tiny_models import build_once, cache_root
 
 CELL = 32  # anchor cell in the detector's 640-pixel inference space
 FOLDER = "ultralytics"
@@ -118,7 +119,7 @@ def build_detector(dest: Path, kind: str) -> None:
             proto.upsample.weight.zero_()
             proto.upsample.weight[0, 0] = 1.0
             proto.upsample.bias.zero_()
-    tmp = dest.with_suffix(".tmp.pt")
+    tmp = dest.with_suffix(f".{os.getpid()}.tmp.pt")  # another test worker may be writing it too
     with process_left_alone():
         model.save(str(tmp))
     os.replace(tmp, dest)
@@ -129,8 +130,7 @@ def ensure_tiny_detectors(root: Path | None = None) -> Path:
     root = root or cache_root()
     for kind in DETECTORS:
         path = detector_path(kind, root)
-        if not path.exists():
-            build_detector(path, kind)
+        build_once(path, functools.partial(build_detector, path, kind))
     return root
 
 
@@ -236,7 +236,7 @@ def build_published_layout(dest: Path) -> None:
         sys.modules["ultralytics.yolo"], sys.modules[LEGACY_UTILS] = legacy, ul_utils
         IterableSimpleNamespace.__module__ = LEGACY_UTILS
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_suffix(".tmp.pt")
+        tmp = dest.with_suffix(f".{os.getpid()}.tmp.pt")  # another test worker may be writing it too
         torch.save(ckpt, tmp)
         os.replace(tmp, dest)
     finally:

@@ -20,11 +20,12 @@ Files are cached next to the other tiny models (same GENERATOR_VERSION folder).
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
 from ..comfyui.runtime import use_inprocess_comfyui
-from .tiny_models import TinyModel, _randomize, _save, cache_root
+from .tiny_models import TinyModel, _randomize, _save, build_once, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def ensure_tiny_extras(keys: tuple[str, ...] | list[str] | None = None, root: Pa
         dest = model.path(root)
         if not dest.exists():
             log.info("building tiny model %s -> %s", key, dest)
-            model.build(dest, root)
+            build_once(dest, functools.partial(model.build, dest, root))
     return root
 
 

@@ -16,6 +16,7 @@ Files are cached next to the other tiny models (same GENERATOR_VERSION folder).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -25,7 +26,7 @@ from typing import Any
 
 from ..comfyui.env import comfyui_path
 from ..comfyui.runtime import use_inprocess_comfyui
-from .tiny_models import TINY, TinyModel, _randomize, _save, cache_root, ensure_tiny_models
+from .tiny_models import TINY, TinyModel, _randomize, _save, build_once, cache_root, ensure_tiny_models
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +323,7 @@ def ensure_tiny_ipadapters(keys: tuple[str, ...] | list[str] | None = None, root
         dest = model.path(root)
         if not dest.exists():
             log.info("building tiny model %s -> %s", key, dest)
-            model.build(dest, root)
+            build_once(dest, functools.partial(model.build, dest, root))
     return root
 
 

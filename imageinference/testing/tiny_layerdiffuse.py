@@ -17,7 +17,7 @@ import math
 import re
 from pathlib import Path
 
-from .tiny_models import TINY, _save, cache_root
+from .tiny_models import TINY, _save, build_once, cache_root
 
 TINY_WIDTHS = (8, 8, 8, 16, 16, 32, 32)
 LATENT_CHANNELS = 16
@@ -110,8 +110,6 @@ def ensure_tiny_layerdiffuse(root: Path | None = None) -> dict[str, Path]:
     root = ensure_tiny_models(["flux"], root or cache_root())
     vae = root.joinpath(*TRANSPARENT_VAE)
     lora = root.joinpath(*FLUX_LORA)
-    if not vae.exists():
-        build_transparent_vae(vae)
-    if not lora.exists():
-        build_flux_lora(lora, TINY["flux"].path(root))
+    build_once(vae, lambda: build_transparent_vae(vae))
+    build_once(lora, lambda: build_flux_lora(lora, TINY["flux"].path(root)))
     return {"transparentVae": vae, "lora": lora}

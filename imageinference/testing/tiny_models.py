@@ -9,6 +9,8 @@ Flux's hidden size) the model is full size; elsewhere it is as small as detectio
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import importlib
 import json
 import logging
@@ -297,7 +299,7 @@ def build_yolo(dest: Path, root: Path) -> None:
     torch.manual_seed(2001)
     model = YOLO("yolov8n.yaml")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp.pt")
+    tmp = dest.with_suffix(f".{os.getpid()}.tmp.pt")  # another test worker may be writing it too
     model.save(str(tmp))
     os.replace(tmp, dest)
 
@@ -332,8 +334,20 @@ def ensure_tiny_models(keys: tuple[str, ...] | list[str] | None = None, root: Pa
         dest = model.path(root)
         if key in wanted and not dest.exists():
             log.info("building tiny model %s -> %s", key, dest)
-            model.build(dest, root)
+            build_once(dest, functools.partial(model.build, dest, root))
     return root
+
+
+def build_once(dest: Path, build: Callable[[], None]) -> None:
+    """Build `dest` unless it is cached. Test workers running in parallel may need the same file at once: the first
+    builds it under a lock beside it, the others wait for that lock and then find the file built."""
+    if dest.exists():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.with_name(f".{dest.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not dest.exists():
+            build()
 
 
 def link_models(root: Path, models_dir: Path, keys: tuple[str, ...] | list[str] | None = None) -> None:

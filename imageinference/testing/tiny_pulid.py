@@ -19,6 +19,7 @@ Files are cached under the tiny-models root like the other tiny models.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engines.pulid.schedule import ca_slots
-from .tiny_models import cache_root
+from .tiny_models import build_once, cache_root
 
 VERSION = "v1"
 CANVAS = 640
@@ -333,8 +334,7 @@ def ensure_facexlib_bisenet(root: Path | None = None) -> Path:
     """Random weights with facexlib's own BiSeNet widths (its class has them fixed); returns the file."""
     root = root or cache_root()
     dest = root / FACEXLIB_BISENET[0] / FACEXLIB_BISENET[1]
-    if not dest.exists():
-        build_bisenet(dest, BISENET_FACEXLIB, seed=3402)
+    build_once(dest, lambda: build_bisenet(dest, BISENET_FACEXLIB, seed=3402))
     return dest
 
 
@@ -343,8 +343,7 @@ def ensure_tiny_pulid(root: Path | None = None) -> Path:
     root = root or cache_root()
     for folder, name, build in FILES.values():
         dest = root / folder / name
-        if not dest.exists():
-            build(dest)
+        build_once(dest, functools.partial(build, dest))
     return root
 
 
