@@ -90,14 +90,18 @@ def deepcache_full_steps(quad: Callable[..., Any], steps: int, interval: int, ce
     return {int(s) for s in full}
 
 
-def diffusers_unet(comfy_model: Any, unet_config: dict[str, Any]) -> Any:
+def diffusers_unet(comfy_model: Any) -> Any:
     """A diffusers UNet2DConditionModel holding exactly the weights of an SD1.x-layout ComfyUI UNet (ComfyUI's own
-    diffusers key map; every key mapped, none left over). Down level i has attention where ComfyUI's
-    transformer_depth says so; up level j (ComfyUI's output blocks 3j..3j+2) where transformer_depth_output, which
-    ComfyUI lists from the top level down, does."""
+    diffusers key map; every key mapped, none left over). Built from the config ComfyUI built the model from, not
+    the one it was asked for: a model class may override entries (SD1.5's sets `num_heads` to 8 whatever the
+    checkpoint's config says), and a head count is no weight, so a copy with other heads loads strictly yet
+    attends differently. Down level i has attention where ComfyUI's transformer_depth says so; up level j
+    (ComfyUI's output blocks 3j..3j+2) where transformer_depth_output, which ComfyUI lists from the top level
+    down, does."""
     import comfy.utils
     from diffusers import UNet2DConditionModel
 
+    unet_config = comfy_model.model.model_config.unet_config
     net = comfy_model.model.diffusion_model
     levels = len(unet_config["channel_mult"])
     down_attn = [unet_config["transformer_depth"][2 * i] > 0 for i in range(levels)]

@@ -42,9 +42,40 @@ def sd15(comfy, tiny_models_root):
 def diffusers_unet(sd15):
     """A diffusers UNet with exactly the tiny SD1.5 UNet's weights (every key mapped, none left over)."""
     from imageinference.testing.cache_peers import diffusers_unet
-    from imageinference.testing.tiny_models import SD15_UNET
 
-    return diffusers_unet(sd15, SD15_UNET)
+    return diffusers_unet(sd15)
+
+
+def test_the_copy_has_the_heads_comfyui_built_not_the_ones_its_config_asked_for(comfy):
+    """ComfyUI's SD1.5 class sets 8 heads whatever the config asks. A head count is no weight: a diffusers copy with
+    the asked-for 4 loads strictly and still attends differently (the benchmark's model T, asked with 4 heads, agreed
+    with its copy to 19 dB uncached before the copy took the heads ComfyUI built)."""
+    import comfy.model_patcher
+    import comfy.supported_models
+    from diffusers.models.attention_processor import Attention
+
+    from imageinference.testing.cache_peers import diffusers_unet
+    from imageinference.testing.tiny_models import SD15_UNET, _randomize
+
+    config = comfy.supported_models.SD15(dict(SD15_UNET, model_channels=64, num_heads=4))
+    config.set_inference_dtype(torch.float32, None)
+    base = config.get_model({})
+    _randomize(base.diffusion_model, 7)
+    cpu = torch.device("cpu")
+    copy = diffusers_unet(comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu))
+    assert base.diffusion_model.input_blocks[1][1].transformer_blocks[0].attn1.heads == 8
+    g = torch.Generator().manual_seed(1)
+    x, context, t = torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 77, 768, generator=g), 500.0
+
+    def theirs():
+        return copy(x, torch.tensor(t), encoder_hidden_states=context, return_dict=False)[0]
+    with torch.no_grad():
+        mine = base.diffusion_model(x, torch.tensor([t]), context=context)
+        assert (mine - theirs()).abs().max() <= 1e-5 * mine.abs().max()
+        for module in copy.modules():
+            if isinstance(module, Attention):
+                module.heads = 4
+        assert (mine - theirs()).abs().max() > 1e-2 * mine.abs().max()  # the test can tell the heads apart
 
 
 def conds():
