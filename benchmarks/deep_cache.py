@@ -26,6 +26,7 @@ Usage: python benchmarks/deep_cache.py [--scenarios S,T] [--quick]
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import sys
@@ -37,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import core_cache, db, decoded_psnr, write_results
+from common import RESULTS, commit, core_cache, db, decoded_psnr, write_results
 
 STEPS = 28
 CORE_THRESHOLDS = (0.05, 0.1, 0.2, 0.4)
@@ -485,13 +486,31 @@ def main() -> None:
         d.update(seconds=round(r.seconds, 3), blocks=round(r.blocks, 3), flops=round(r.flops, 3))
         return d
 
-    details = {"steps": STEPS, "psnr_null_means": "identical to no cache",
-               "minutes": round((time.perf_counter() - started) / 60, 1), "rows": [plain(r) for r in rows],
-               "checks": checks, "peer_pairs": pairs}
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    runs = {name: {"commit": commit(), "date": now, "minutes": round((time.perf_counter() - started) / 60, 1)} for name in names}
     if args.quick:
-        print(json.dumps(details))
+        print(json.dumps({"rows": [plain(r) for r in rows], "checks": checks, "peer_pairs": pairs}))
         return
-    write_results("deep_cache", figures_of(rows, pairs, names), details)
+    earlier = RESULTS / "deep_cache.json"
+    if earlier.exists():  # a run of one scenario keeps the others' results
+        rows, pairs, checks, runs = merged(json.loads(earlier.read_text()), rows, pairs, checks, runs)
+    details = {"steps": STEPS, "psnr_null_means": "identical to no cache", "runs": runs,
+               "rows": [plain(r) for r in rows], "checks": checks, "peer_pairs": pairs}
+    write_results("deep_cache", figures_of(rows, pairs, sorted(runs)), details)
+
+
+def merged(record: dict[str, Any], rows: list[Row], pairs: list[dict[str, Any]], checks: dict[str, Any],
+           runs: dict[str, Any]) -> tuple[list[Row], list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """This run's scenarios, and the earlier results (a results file's record) of the scenarios it did not run."""
+    earlier = record["details"]
+    old = sorted({r["scenario"] for r in earlier["rows"]} - set(runs))
+    kept = [Row(**{**r, "psnr": float("inf") if r["psnr"] is None else r["psnr"]})
+            for r in earlier["rows"] if r["scenario"] in old]
+    return (kept + rows, [p for p in earlier["peer_pairs"] if p["scenario"] in old] + pairs,
+            {**{k: v for k, v in earlier["checks"].items() if k.split()[0] in old}, **checks},
+            {**{k: v for k, v in earlier.get("runs", {}).items() if k in old},
+             **{k: {"commit": record["commit"], "date": record["date"]} for k in old if k not in earlier.get("runs", {})},
+             **runs})
 
 
 if __name__ == "__main__":
