@@ -78,6 +78,9 @@ def impact(tiny_models_root, tmp_path_factory):
     Image.fromarray(pixels).save(base / "input" / "faces.png")
     server.start()
     try:
+        missing = {"FaceDetailer", "UltralyticsDetectorProvider"} - set(server.object_info())
+        assert not missing, (f"Impact Pack did not load ({sorted(missing)} missing; its requirements are in this "
+                             f"pack's test extras):\n{server.log_tail(200)}")
         yield server
     finally:
         server.stop()
