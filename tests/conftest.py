@@ -48,12 +48,10 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    here = Path(__file__).parent
     skip = pytest.mark.skip(reason=SKIP_LINE)
     no_browser = pytest.mark.skip(reason=f"BROWSER LAYER SKIPPED: {NO_BROWSER}")
     for item in items:
-        rel = Path(str(item.fspath)).resolve().relative_to(here.resolve())
-        layer = rel.parts[0]
+        layer = _layer(item.nodeid)
         if layer in ("comfy", "server", "browser"):
             item.add_marker(getattr(pytest.mark, layer))
             if not COMFY_FOUND:
